@@ -1,0 +1,255 @@
+"""``aiges.toml`` (+ a few environment overrides) parsed once into frozen, typed settings.
+
+Nothing else in aiges reads the TOML file or the environment.  Upstream's own default file loads
+unchanged: sections that are xsf / platform plumbing (``[lbv2]``, ``[trace]``, ``[elog]`` ...) are
+ignored, ``[wrapper] http_listen`` is taken as the HTTP address and *not* passed on to
+``wrapperInit``.  A wrong value raises :class:`ConfigError` naming section, key and expected type.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+if sys.version_info >= (3, 11):
+    import tomllib
+
+    def _load_toml(text: str) -> dict[str, Any]:
+        return tomllib.loads(text)
+else:  # pragma: no cover - Python 3.10
+    import toml
+
+    def _load_toml(text: str) -> dict[str, Any]:
+        return toml.loads(text)
+
+UPSTREAM_PLUGIN_CMD = "/usr/bin/env python -m aiges.serve"
+DEFAULT_HTTP_LISTEN = "0.0.0.0:1888"
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, malformed or of the wrong type."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    svc_name: str = "svcName"
+    config_path: str = "aiges.toml"
+    # HTTP / WebSocket listener ([wrapper] http_listen, as upstream)
+    http_host: str = "0.0.0.0"
+    http_port: int = 1888
+    # the wrapper
+    wrapper_dir: str | None = None
+    wrapper_module: str = "wrapper"
+    wrapper_config: Mapping[str, str] = field(default_factory=dict)
+    plugin_cmd: str | None = None  # a custom [aiges] pythonPluginCmd; None = this Python
+    # workers and limits
+    workers: int = 1
+    worker_threads: int = 4
+    max_inflight: int = 512
+    deadline: float = 60.0
+    max_body_size: int = 64 * 1024 * 1024
+    start_timeout: float = 60.0
+    restart_backoff_max: float = 10.0
+    exit_on_init_failure: bool = True
+    grace: float = 30.0
+    wrapper_error_status: int = 500
+    header_pass: tuple[str, ...] = ()
+    # streaming
+    ws_read_timeout: float = 15.0
+    ws_session_timeout: float = 180.0
+    # security
+    api_keys: tuple[str, ...] = ()
+    # logs
+    log_dir: str = "logs"
+    log_level: str = "info"
+    access_log: bool = True
+
+    @property
+    def service_names(self) -> tuple[str, ...]:
+        return (self.svc_name,)
+
+
+# ---------------------------------------------------------------- typed getters
+def _type_error(section: str, key: str, expected: str, value: Any) -> ConfigError:
+    return ConfigError(f"[{section}] {key}: expected {expected}, got {value!r} ({type(value).__name__})")
+
+
+def _get(table: Mapping[str, Any], section: str, key: str, default: Any, conv: Callable[[Any], Any],
+         expected: str) -> Any:
+    if key not in table:
+        return default
+    value = table[key]
+    try:
+        return conv(value)
+    except (TypeError, ValueError):
+        raise _type_error(section, key, expected, value) from None
+
+
+def _int(v: Any) -> int:
+    if isinstance(v, bool):
+        raise TypeError
+    if isinstance(v, str):
+        return int(v.strip())
+    if isinstance(v, float) and not v.is_integer():
+        raise ValueError
+    return int(v)
+
+
+def _pos_int(v: Any) -> int:
+    n = _int(v)
+    if n < 1:
+        raise ValueError
+    return n
+
+
+def _float(v: Any) -> float:
+    if isinstance(v, bool):
+        raise TypeError
+    f = float(v.strip() if isinstance(v, str) else v)
+    if f <= 0:
+        raise ValueError
+    return f
+
+
+def _bool(v: Any) -> bool:
+    if isinstance(v, bool):
+        return v
+    if isinstance(v, int) and v in (0, 1):
+        return bool(v)
+    if isinstance(v, str) and v.lower() in ("true", "false", "1", "0", "yes", "no"):
+        return v.lower() in ("true", "1", "yes")
+    raise TypeError
+
+
+def _str(v: Any) -> str:
+    if not isinstance(v, str):
+        raise TypeError
+    return v
+
+
+def _str_list(v: Any) -> tuple[str, ...]:
+    if isinstance(v, str):
+        return tuple(x.strip() for x in v.replace(";", ",").split(",") if x.strip())
+    if isinstance(v, list) and all(isinstance(x, str) for x in v):
+        return tuple(v)
+    raise TypeError
+
+
+def stringify(v: Any) -> str:
+    """A TOML value as upstream passes it to wrapperInit: ints decimal, bools true/false, floats short."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float):
+        return repr(v) if not v.is_integer() else str(int(v)) if abs(v) < 1e16 else repr(v)
+    if isinstance(v, (list, dict)):
+        import json
+        return json.dumps(v, ensure_ascii=False)
+    return str(v)
+
+
+def parse_listen(value: str, where: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep:
+        raise ConfigError(f"{where}: expected \"HOST:PORT\", got {value!r}")
+    try:
+        p = int(port) if port else 0
+    except ValueError:
+        raise ConfigError(f"{where}: port must be a number, got {value!r}") from None
+    if not 0 <= p <= 65535:
+        raise ConfigError(f"{where}: port out of range in {value!r}")
+    return (host.strip("[]") or "0.0.0.0"), p
+
+
+def _section(doc: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+    value = doc.get(name, {})
+    if not isinstance(value, dict):
+        raise ConfigError(f"[{name}] must be a table (section), got {type(value).__name__}")
+    return value
+
+
+# ---------------------------------------------------------------- the parse
+def load(path: str, svc_name: str = "svcName", env: Mapping[str, str] | None = None) -> Settings:
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
+    return parse(text, path, svc_name, os.environ if env is None else env)
+
+
+def parse(text: str, path: str = "aiges.toml", svc_name: str = "svcName",
+          env: Mapping[str, str] | None = None) -> Settings:
+    env = env or {}
+    try:
+        doc = _load_toml(text)
+    except Exception as e:  # tomllib.TOMLDecodeError / toml.TomlDecodeError
+        raise ConfigError(f"{path} is not valid TOML: {e}") from None
+    aiges = _section(doc, "aiges")
+    wrapper = _section(doc, "wrapper")
+    ws = _section(doc, "ws")
+    auth = _section(doc, "auth")
+    log = _section(doc, "log")
+    _section(doc, svc_name)
+
+    listen = _get(wrapper, "wrapper", "http_listen", None, _str, "a string \"HOST:PORT\"")
+    if listen is None:  # pre-2023 upstream files keep it in the service section
+        listen = _get(_section(doc, svc_name), svc_name, "http_listen", DEFAULT_HTTP_LISTEN, _str,
+                      "a string \"HOST:PORT\"")
+    listen = env.get("AIGES_HTTP_LISTEN") or listen
+    http_host, http_port = parse_listen(listen, "[wrapper] http_listen")
+
+    base = os.path.dirname(os.path.abspath(path))
+    wrapper_dir = _get(aiges, "aiges", "wrapperDir", None, _str, "a directory path string")
+    wrapper_dir = env.get("AIGES_WRAPPER_DIR") or wrapper_dir
+    if wrapper_dir:
+        wrapper_dir = os.path.normpath(os.path.join(base, wrapper_dir))
+        if not os.path.isdir(wrapper_dir):
+            raise ConfigError(f"[aiges] wrapperDir: directory {wrapper_dir} does not exist")
+
+    plugin_cmd = _get(aiges, "aiges", "pythonPluginCmd", None, _str, "a command string")
+    if plugin_cmd and plugin_cmd.strip() == UPSTREAM_PLUGIN_CMD:
+        plugin_cmd = None  # upstream's default means "python -m aiges.serve": use this interpreter
+
+    log_dir = _get(log, "log", "dir", "logs", _str, "a directory path string")
+    log_dir = env.get("AIGES_LOG_DIR") or log_dir
+
+    api_keys = _get(auth, "auth", "apiKeys", (), _str_list, "a list of strings")
+    if env.get("AIGES_API_KEYS"):
+        api_keys = _str_list(env["AIGES_API_KEYS"])
+
+    workers = _get(aiges, "aiges", "workers", 1, _pos_int, "a positive integer")
+    if env.get("AIGES_WORKERS"):
+        workers = _get(env, "env", "AIGES_WORKERS", 1, _pos_int, "a positive integer")
+
+    status = _get(aiges, "aiges", "wrapperErrorStatus", 500, _int, "an HTTP status integer")
+    if not 400 <= status <= 599:
+        raise ConfigError(f"[aiges] wrapperErrorStatus: expected an HTTP error status 400..599, got {status}")
+
+    return Settings(
+        svc_name=svc_name,
+        config_path=os.path.abspath(path),
+        http_host=http_host,
+        http_port=http_port,
+        wrapper_dir=wrapper_dir,
+        wrapper_module=_get(aiges, "aiges", "wrapperModule", "wrapper", _str, "a module name string"),
+        wrapper_config={str(k): stringify(v) for k, v in wrapper.items() if k != "http_listen"},
+        plugin_cmd=plugin_cmd,
+        workers=workers,
+        worker_threads=_get(aiges, "aiges", "workerThreads", 4, _pos_int, "a positive integer"),
+        max_inflight=_get(aiges, "aiges", "maxInflight", 512, _pos_int, "a positive integer"),
+        deadline=_get(aiges, "aiges", "deadline", 60.0, _float, "a positive number of seconds"),
+        max_body_size=int(_get(aiges, "aiges", "maxBodyMB", 64, _float, "a positive number of MB") * 1024 * 1024),
+        start_timeout=_get(aiges, "aiges", "startTimeout", 60.0, _float, "a positive number of seconds"),
+        restart_backoff_max=_get(aiges, "aiges", "restartBackoffMax", 10.0, _float, "a positive number of seconds"),
+        exit_on_init_failure=_get(aiges, "aiges", "exitOnInitFailure", True, _bool, "true or false"),
+        grace=_get(aiges, "aiges", "grace", 30.0, _float, "a positive number of seconds"),
+        wrapper_error_status=status,
+        header_pass=_get(aiges, "aiges", "headerPass", (), _str_list, "a string \"a;b\" or a list of strings"),
+        ws_read_timeout=_get(ws, "ws", "readTimeout", 15.0, _float, "a positive number of seconds"),
+        ws_session_timeout=_get(ws, "ws", "sessionTimeout", 180.0, _float, "a positive number of seconds"),
+        api_keys=api_keys,
+        log_dir=log_dir,
+        log_level=_get(log, "log", "level", "info", _str, "a level name string").lower(),
+        access_log=_get(log, "log", "access", True, _bool, "true or false"),
+    )

@@ -1,0 +1,1 @@
+"""Upstream-compatible ``aiges.core`` package (constants live in :mod:`aiges.core.types`)."""

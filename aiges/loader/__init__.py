@@ -1,0 +1,1 @@
+"""The loader process: HTTP/WebSocket front, envelope codec, limits, metrics, plugin supervision."""

@@ -1,0 +1,172 @@
+"""``create_app``: the loader's aiohttp application and its one route table.
+
+The inference routes come from the wrapper's schema (``Wrapper.route``, else
+``/{version}/private/{serviceId}``) plus upstream's README route ``/v1/<svcName>``; each serves
+POST (once) and GET + WebSocket upgrade (streaming session) at the same time.
+"""
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+from typing import Any, Awaitable, Callable
+
+from aiohttp import WSMsgType, web
+
+from aiges import errors
+from aiges.config import Settings
+from aiges.loader import envelope
+from aiges.loader.metrics import Metrics
+from aiges.loader.once import handle_once
+from aiges.loader.stream import handle_stream
+from aiges.loader.state import METRICS, POOL, SCHEMA, SERVICES, SESSIONS, SETTINGS, VALIDATOR
+from aiges.loader.validate import Validator
+from aiges.loader.workers import WorkerPool
+
+logger = logging.getLogger("aiges.http")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+PROTECTED = frozenset({"once", "stream", "infer"})  # routes that need an API key when keys are set
+
+
+def inference_routes(settings: Settings, schema: dict[str, Any]) -> list[str]:
+    meta = schema.get("meta") or {}
+    route = meta.get("route")
+    routes = [route] if isinstance(route, str) else list(route or [])
+    if not routes and meta.get("serviceId"):
+        routes = [f"/{meta.get('version', 'v1')}/private/{meta['serviceId']}"]
+    routes.append(f"/v1/{settings.svc_name}")
+    return [r if r.startswith("/") else "/" + r for r in dict.fromkeys(routes)]
+
+
+def _check_api_key(request: web.Request, keys: tuple[str, ...]) -> None:
+    given = request.headers.get("x-api-key", "")
+    if not given:
+        auth = request.headers.get("Authorization", "")
+        if auth.lower().startswith("bearer "):
+            given = auth[7:].strip()
+    if not given:
+        raise errors.Unauthorized("missing API key: send it in the x-api-key header")
+    if not any(hmac.compare_digest(given.encode(), k.encode()) for k in keys):
+        raise errors.Unauthorized("wrong API key (x-api-key header)")
+
+
+def _http_error(exc: web.HTTPException, request: web.Request, settings: Settings) -> errors.AigesError:
+    if exc.status == 404:
+        return errors.NotFound(f"no route {request.path}; inference is at POST/WebSocket "
+                               f"{', '.join(inference_routes(settings, request.app[SCHEMA]))}")
+    if exc.status == 405:
+        return errors.MethodNotAllowed(f"method {request.method} is not allowed on {request.path}")
+    if exc.status == 413:
+        return errors.BodyTooLarge(f"request body is larger than the limit of "
+                                   f"{settings.max_body_size // (1024 * 1024)} MB ([aiges] maxBodyMB)")
+    return errors.AigesError(exc.reason or str(exc), errors.INTERNAL)
+
+
+@web.middleware
+async def envelope_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Turn every error into upstream's error envelope with an honest HTTP status; count it."""
+    app = request.app
+    settings = app[SETTINGS]
+    started = time.perf_counter()
+    route = ROUTE_KINDS.get(request.match_info.handler, "other")
+    err: errors.AigesError | None = None
+    try:
+        if settings.api_keys and route in PROTECTED:
+            _check_api_key(request, settings.api_keys)
+        response = await handler(request)
+    except errors.AigesError as e:
+        err = e
+    except web.HTTPException as e:
+        if e.status < 400:
+            raise
+        err = _http_error(e, request, settings)
+    except (ConnectionResetError, OSError) as e:  # client went away mid-body
+        err = errors.BadRequest(f"connection error while reading the request: {e}", errors.INVALID_DATA)
+    if err is not None:
+        sid = request.get("sid") or ""
+        status = errors.http_status(err)
+        request["aiges_code"] = err.code
+        request["aiges_message"] = err.message
+        if status >= 500:
+            logger.error("sid=%s code=%s %s %s: %s", sid, err.code, request.method, request.path, err.message)
+        else:
+            logger.info("sid=%s code=%s %s %s: %s", sid, err.code, request.method, request.path, err.message)
+        headers = {"Retry-After": str(int(err.retry_after or 1))} if status in (429, 503) else None
+        response = web.Response(status=status, body=envelope.error_body(err.code, err.message, sid),
+                                content_type="application/json", headers=headers)
+    app[METRICS].observe(route, response.status, time.perf_counter() - started, err.code if err else 0)
+    return response
+
+
+# ---------------------------------------------------------------- small system handlers
+async def health(request: web.Request) -> web.Response:
+    return web.json_response({"status": "UP"})
+
+
+async def ready(request: web.Request) -> web.Response:
+    pool = request.app[POOL]
+    body = {"status": "READY" if pool.ready else "NOT_READY", "workers": len(pool.workers),
+            "ready": pool.ready_count}
+    return web.json_response(body, status=200 if pool.ready else 503)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    m = request.app[METRICS]
+    return web.Response(body=m.render(), headers={"Content-Type": m.content_type})
+
+
+async def root(request: web.Request) -> web.Response:
+    raise web.HTTPFound("/swagger/index.html")
+
+
+async def ping(request: web.Request) -> web.StreamResponse:
+    """Upstream's WebSocket echo: 'ping' → 'pong', anything else echoed."""
+    ws = web.WebSocketResponse(heartbeat=30)
+    if not ws.can_prepare(request).ok:
+        raise errors.BadRequest("/ping is a WebSocket endpoint: connect with a WebSocket client; "
+                                "use GET /health for a plain HTTP check", errors.INVALID_DATA)
+    await ws.prepare(request)
+    async for msg in ws:
+        if msg.type == WSMsgType.TEXT:
+            await ws.send_str("pong" if msg.data == "ping" else msg.data)
+        elif msg.type == WSMsgType.BINARY:
+            await ws.send_bytes(msg.data)
+    return ws
+
+
+async def _close_sessions(app: web.Application) -> None:
+    for ws in list(app[SESSIONS]):
+        await ws.close(code=1001, message=b"server shutting down")
+
+
+# route kind of each handler: the label for metrics and what PROTECTED refers to
+ROUTE_KINDS: dict[Any, str] = {handle_once: "once", handle_stream: "stream", health: "health", ready: "ready",
+                               metrics: "metrics", ping: "ping", root: "root"}
+
+
+def create_app(settings: Settings, pool: WorkerPool, metrics_: Metrics, schema: dict[str, Any]) -> web.Application:
+    app = web.Application(middlewares=[envelope_errors], client_max_size=settings.max_body_size)
+    app[SETTINGS] = settings
+    app[POOL] = pool
+    app[METRICS] = metrics_
+    app[SCHEMA] = schema
+    service_id = str((schema.get("meta") or {}).get("serviceId") or settings.svc_name)
+    app[SERVICES] = tuple(dict.fromkeys([service_id, settings.svc_name]))
+    app[VALIDATOR] = Validator(schema, service_id)
+    app[SESSIONS] = set()
+    metrics_.bind_pool(lambda: float(pool.inflight), lambda: float(len(pool.workers) * settings.worker_threads),
+                       lambda: float(pool.ready_count))
+
+    routes = [
+        web.get("/health", health),
+        web.get("/ready", ready),
+        web.get("/metrics", metrics),
+        web.get("/ping", ping),
+        web.get("/", root),
+    ]
+    for path in inference_routes(settings, schema):
+        routes.append(web.post(path, handle_once))
+        routes.append(web.get(path, handle_stream, allow_head=False))
+    app.add_routes(routes)
+    app.on_shutdown.append(_close_sessions)
+    return app

@@ -1,0 +1,234 @@
+"""The header/parameter/payload JSON envelope ⇄ plugin proto.  Pure functions, no I/O.
+
+Decisions (PROTOCOL.md §4): base64 is decoded here, in the loader, because the plugin protocol
+carries raw bytes (an upstream Go loader sends bytes too, so the plugin cannot expect base64);
+numbers are stringified as a person writes them (upstream sent ``3`` as ``6755399441055744p-51``);
+the expect object is optional; payload attributes reach the wrapper in ``RequestData.desc``.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import orjson
+
+from aiges import errors
+from aiges._pb import aiges_inner_pb2 as pb
+
+DATA_FIELDS = {"text": 0, "audio": 1, "image": 2, "video": 3, "other": 4}
+TYPE_NAMES = {v: k for k, v in DATA_FIELDS.items()}
+EXPECT_ATTRS = ("encoding", "format", "compress")
+
+
+@dataclass
+class Expect:
+    """What the client asked for one output (``parameter.<svc>.<key>`` object)."""
+
+    type: int | None = None
+    attrs: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Parsed:
+    header: dict[str, str]
+    params: dict[str, str]
+    items: list[pb.RequestData]
+    expect: dict[str, Expect]
+    raw_params: dict[str, Any]
+
+
+def scalar_text(v: Any) -> str:
+    """A JSON scalar the way a person writes it: 3, 0.5, true, text."""
+    if isinstance(v, str):
+        return v
+    if v is True:
+        return "true"
+    if v is False:
+        return "false"
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return repr(v)
+    if isinstance(v, int):
+        return str(v)
+    return orjson.dumps(v).decode()
+
+
+def load_json(body: bytes) -> dict[str, Any]:
+    if not body:
+        raise errors.BadRequest("request body is empty; send the JSON envelope {\"header\":..,\"parameter\":..,"
+                                "\"payload\":..}", errors.JSON_INVALID)
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as e:
+        raise errors.BadRequest(f"request body is not valid JSON: {e}", errors.JSON_INVALID) from None
+    if not isinstance(doc, dict):
+        raise errors.BadRequest(f"request body must be a JSON object with header/parameter/payload, "
+                                f"got a JSON {type(doc).__name__}", errors.INVALID_DATA)
+    return doc
+
+
+def _section(doc: dict[str, Any], name: str) -> dict[str, Any]:
+    value = doc.get(name)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise errors.BadRequest(f"'{name}' must be a JSON object, got {type(value).__name__}", errors.INVALID_DATA)
+    return value
+
+
+def _expect(path: str, obj: dict[str, Any]) -> Expect:
+    exp = Expect()
+    for k, v in obj.items():
+        if k == "data_type":
+            if not isinstance(v, str) or v not in DATA_FIELDS:
+                raise errors.BadRequest(f"{path}.data_type: expected one of text, image, audio, video, other; "
+                                        f"got {v!r}", errors.INVALID_PARAM)
+            exp.type = DATA_FIELDS[v]
+        elif k in EXPECT_ATTRS:
+            if not isinstance(v, str):
+                raise errors.BadRequest(f"{path}.{k}: expected a string, got {scalar_text(v)!r} "
+                                        f"({type(v).__name__})", errors.INVALID_PARAM)
+            exp.attrs[k] = v
+    return exp
+
+
+def parse_payload_item(path: str, key: str, obj: Any) -> pb.RequestData:
+    if not isinstance(obj, dict):
+        raise errors.BadRequest(f"{path}: expected an object like {{\"text\": \"<base64>\", \"status\": 3}}, "
+                                f"got {type(obj).__name__}", errors.INVALID_DATA)
+    data_field = None
+    for name in DATA_FIELDS:
+        if name in obj:
+            if data_field is not None:
+                raise errors.BadRequest(f"{path}: has both '{data_field}' and '{name}'; send exactly one data field",
+                                        errors.INVALID_DATA)
+            data_field = name
+    if data_field is None:
+        raise errors.BadRequest(f"{path}: no data field; add one of text, image, audio, video, other "
+                                f"holding base64 data", errors.INVALID_DATA)
+    value = obj[data_field]
+    if isinstance(value, str):
+        try:
+            data = base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError) as e:
+            raise errors.BadRequest(f"{path}.{data_field}: invalid base64 ({e}); encode the data with standard "
+                                    f"base64 (with padding)", errors.CONVERT_FAILED) from None
+    elif isinstance(value, (dict, list)):
+        data = orjson.dumps(value)
+    else:
+        raise errors.BadRequest(f"{path}.{data_field}: expected a base64 string (or a JSON object/array), "
+                                f"got {type(value).__name__}", errors.CONVERT_FAILED)
+    status = obj.get("status", 3)
+    try:
+        status_i = int(status) if not isinstance(status, bool) else -1
+    except (TypeError, ValueError):
+        status_i = -1
+    if status_i not in (0, 1, 2, 3):
+        raise errors.BadRequest(f"{path}.status: expected 0 (first), 1 (continue), 2 (last) or 3 (once); "
+                                f"got {status!r}", errors.INVALID_PARAM)
+    desc = {k: scalar_text(v) for k, v in obj.items() if k != data_field and k != "status"}
+    return pb.RequestData(key=key, data=data, len=len(data), type=DATA_FIELDS[data_field], status=status_i,
+                          desc=desc)
+
+
+def parse(doc: dict[str, Any], services: Iterable[str], header_pass: Iterable[str] = (),
+          require_payload: bool = True) -> Parsed:
+    """Envelope dict → params, proto items and expect objects.
+
+    ``services`` are this service's names (serviceId and -s name): ``parameter.<name>`` sections
+    merge into params, as do scalar values directly under ``parameter``; the first name wins on
+    conflicts.  Other services' sections are ignored (upstream merged them all).
+    """
+    header_in = _section(doc, "header")
+    parameter = _section(doc, "parameter")
+    payload = _section(doc, "payload")
+    header = {str(k): scalar_text(v) for k, v in header_in.items()}
+
+    params: dict[str, str] = {}
+    raw: dict[str, Any] = {}
+    expect: dict[str, Expect] = {}
+    for k, v in parameter.items():
+        if not isinstance(v, (dict, list)):
+            params[k] = scalar_text(v)
+            raw[k] = v
+    for svc in reversed(list(dict.fromkeys(services))):
+        section = parameter.get(svc)
+        if section is None:
+            continue
+        if not isinstance(section, dict):
+            raise errors.BadRequest(f"parameter.{svc}: expected an object of parameters, got "
+                                    f"{type(section).__name__}", errors.INVALID_DATA)
+        for k, v in section.items():
+            if isinstance(v, dict):
+                expect[k] = _expect(f"parameter.{svc}.{k}", v)
+            elif isinstance(v, list):
+                params[k] = scalar_text(v)
+                raw[k] = v
+            else:
+                params[k] = scalar_text(v)
+                raw[k] = v
+    for h in header_pass:
+        if h in header and h not in params:
+            params[h] = header[h]
+
+    items = [parse_payload_item(f"payload.{k}", k, v) for k, v in payload.items()]
+    if require_payload and not items:
+        raise errors.BadRequest("payload is empty: a request needs at least one input, e.g. "
+                                "\"payload\": {\"<input>\": {\"text\": \"<base64>\", \"status\": 3}}",
+                                errors.INVALID_DATA)
+    return Parsed(header=header, params=params, items=items, expect=expect, raw_params=raw)
+
+
+def output_item(d: pb.ResponseData, exp: Expect | None, seq: str, text_raw: bool) -> dict[str, Any]:
+    """One output as the envelope shows it: expect attrs, desc, seq/status strings, the data."""
+    item: dict[str, Any] = {}
+    if exp is not None:
+        item.update(exp.attrs)
+    if d.desc:
+        item.update(d.desc)
+    item.setdefault("seq", seq)
+    item["status"] = str(d.status)
+    name = TYPE_NAMES.get(d.type, "other")
+    if d.type == 0 and text_raw:
+        try:
+            item["text"] = d.data.decode("utf-8")
+        except UnicodeDecodeError:
+            item["text"] = base64.b64encode(d.data).decode("ascii")
+            item["encoding"] = "base64"  # not UTF-8: sent as base64 and labelled so, never mangled
+    else:
+        item[name] = base64.b64encode(d.data).decode("ascii")
+    return item
+
+
+def check_output(d: pb.ResponseData, expect: dict[str, Expect], svc: str) -> Expect | None:
+    """Raise OutputInvalid when an output contradicts the client's expect objects."""
+    if not expect:
+        return None
+    exp = expect.get(d.key)
+    if exp is None:
+        raise errors.OutputInvalid(
+            f"wrapper output '{d.key}' was not requested: the request's expect objects name "
+            f"{', '.join(sorted(expect))}; add parameter.{svc}.{d.key} or drop the expect objects")
+    if exp.type is not None and exp.type != d.type:
+        raise errors.OutputInvalid(
+            f"wrapper output '{d.key}' has type {TYPE_NAMES.get(d.type, d.type)} but "
+            f"parameter.{svc}.{d.key}.data_type asks for {TYPE_NAMES[exp.type]}")
+    return exp
+
+
+def render_once(resp: pb.Response, expect: dict[str, Expect], sid: str, svc: str) -> bytes:
+    out: dict[str, Any] = {}
+    status = 3
+    for d in resp.list:
+        exp = check_output(d, expect, svc)
+        out[d.key] = output_item(d, exp, "0", text_raw=True)
+        status = d.status
+    return orjson.dumps({"header": {"code": 0, "message": "success", "sid": sid, "status": status},
+                         "payload": out})
+
+
+def error_body(code: int, message: str, sid: str) -> bytes:
+    return orjson.dumps({"header": {"code": code, "message": message, "sid": sid}, "payload": None})

@@ -1,0 +1,74 @@
+"""Run the loader: start the plugin workers, serve HTTP, drain and stop on SIGTERM/SIGINT.
+
+Order matters: workers start first because the inference routes come from the wrapper's schema
+(aiohttp freezes the route table when the app starts), so the pool's lifetime is this
+function's, not the app's cleanup context.  Signal handlers only set an event; this loop does the
+work: stop accepting → finish in-flight requests and sessions (grace) → stop workers (their
+wrapperFini runs) → exit 0.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+
+from aiohttp import web
+
+from aiges.config import Settings
+from aiges.loader import logs
+from aiges.loader.app import create_app
+from aiges.loader.metrics import Metrics
+from aiges.loader.workers import WorkerPool, WorkerStartError
+
+logger = logging.getLogger("aiges.loader")
+
+
+async def serve(settings: Settings) -> int:
+    metrics = Metrics()
+    pool = WorkerPool(settings, on_restart=metrics.worker_restarts.inc)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    where = settings.wrapper_dir or "PYTHONPATH / working directory"
+    logger.info("starting %d plugin worker(s) for %s.py in %s", settings.workers, settings.wrapper_module, where)
+    try:
+        await pool.start()
+    except WorkerStartError as e:
+        logger.error("cannot start the wrapper: %s", e)
+        return 1
+    app = create_app(settings, pool, metrics, pool.schema)
+    runner = web.AppRunner(app, access_log_class=logs.AccessLogger, handle_signals=False,
+                           shutdown_timeout=settings.grace)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.http_host, settings.http_port, backlog=2048)
+    try:
+        await site.start()
+    except OSError as e:
+        logger.error("cannot listen on %s:%d: %s", settings.http_host, settings.http_port, e.strerror)
+        await runner.cleanup()
+        await pool.close(grace=2.0)
+        return 1
+    host, port = runner.addresses[0][:2]
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    sys.stdout.write(f"aiges: serving {settings.svc_name} on http://{shown}:{port} (pid {os.getpid()})\n")
+    sys.stdout.flush()
+    logger.info("listening on %s:%d; routes: %s", host, port,
+                ", ".join(sorted({r.resource.canonical for r in app.router.routes() if r.resource})))
+    await stop.wait()
+    logger.info("shutting down: draining requests (grace %.0fs)", settings.grace)
+    await runner.cleanup()
+    await pool.close()
+    logger.info("stopped")
+    return 0
+
+
+def run(settings: Settings) -> int:
+    logs.setup(settings)
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(serve(settings))
+    return uvloop.run(serve(settings))

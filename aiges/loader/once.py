@@ -1,0 +1,59 @@
+"""HTTP once inference: read, parse, validate, call one plugin worker, render.  Thin on purpose."""
+from __future__ import annotations
+
+import uuid
+
+from aiohttp import web
+
+from aiges import errors
+from aiges._pb import aiges_inner_pb2 as pb
+from aiges.loader import envelope
+from aiges.loader.state import POOL, SERVICES, SETTINGS, VALIDATOR, service_label
+
+JSON = "application/json"
+
+
+def new_sid() -> str:
+    return str(uuid.uuid4())
+
+
+def request_deadline(request: web.Request, default: float) -> float:
+    """``X-Aiges-Deadline: <seconds>`` shortens or extends one request's deadline."""
+    value = request.headers.get("X-Aiges-Deadline")
+    if not value:
+        return default
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise errors.BadRequest(f"header X-Aiges-Deadline: expected seconds as a number, got {value!r}",
+                                errors.INVALID_PARAM) from None
+    if not 0 < seconds <= 3600:
+        raise errors.BadRequest(f"header X-Aiges-Deadline: must be in (0, 3600] seconds, got {value}",
+                                errors.INVALID_PARAM)
+    return seconds
+
+
+def wrapper_failure(resp: pb.Response, status: int) -> errors.AigesError:
+    """The error a client sees for a non-zero ``ret`` from the plugin."""
+    if resp.ret == errors.DEADLINE:
+        return errors.DeadlineExceeded(resp.msg or "deadline passed")
+    err = errors.WrapperFailed(resp.msg or f"wrapper returned error code {resp.ret}", resp.ret)
+    if status != 500:
+        err.http_override = status
+    return err
+
+
+async def handle_once(request: web.Request) -> web.Response:
+    app = request.app
+    settings = app[SETTINGS]
+    sid = request["sid"] = new_sid()
+    deadline = request_deadline(request, settings.deadline)
+    doc = envelope.load_json(await request.read())
+    parsed = envelope.parse(doc, app[SERVICES], settings.header_pass)
+    app[VALIDATOR].check(parsed.params, parsed.raw_params, parsed.items)
+    parsed.params["sid"] = sid
+    resp = await app[POOL].once(pb.Request(tag=sid, params=parsed.params, list=parsed.items), deadline)
+    if resp.ret:
+        raise wrapper_failure(resp, settings.wrapper_error_status)
+    body = envelope.render_once(resp, parsed.expect, sid, service_label(app))
+    return web.Response(body=body, content_type=JSON)

@@ -1,0 +1,24 @@
+"""Typed keys for what the app factory puts on the aiohttp application."""
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from aiges.config import Settings
+from aiges.loader.metrics import Metrics
+from aiges.loader.validate import Validator
+from aiges.loader.workers import WorkerPool
+
+SETTINGS = web.AppKey("settings", Settings)
+POOL = web.AppKey("pool", WorkerPool)
+METRICS = web.AppKey("metrics", Metrics)
+VALIDATOR = web.AppKey("validator", Validator)
+SERVICES = web.AppKey("services", tuple)  # names whose parameter.<name> sections are ours
+SCHEMA = web.AppKey("schema", dict)
+SESSIONS = web.AppKey("sessions", set)  # open WebSocket responses, closed on shutdown
+
+
+def service_label(app: web.Application) -> str:
+    services: tuple[Any, ...] = app[SERVICES]
+    return str(services[0]) if services else app[SETTINGS].svc_name

@@ -1,0 +1,188 @@
+"""Streaming sessions over WebSocket (PROTOCOL.md §5).
+
+Each text frame is an envelope.  The first frame creates the session (``wrapperCreate``, with the
+frame's params and expect objects); every frame's payload is written in order (``wrapperWrite``,
+with that frame's params too: upstream dropped them).  Results are pushed to the client the
+moment the plugin produces them (``aiges.callback`` or ``wrapperRead``), with their type; after the
+final result (status 2, or 3) the server closes normally.  ``wrapperDestroy`` runs exactly once
+per session on every ending; timeouts and errors send an error frame before the close.
+
+Data fields of result frames are base64 for every type, text included, as upstream's WebSocket
+protocol and its Python client expect; ``seq`` counts from 1 per output key.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from typing import Any
+
+import orjson
+from aiohttp import WSMsgType, web
+
+from aiges import errors
+from aiges._pb import aiges_inner_pb2 as pb
+from aiges.loader import envelope
+from aiges.loader.state import METRICS, POOL, SERVICES, SESSIONS, SETTINGS, VALIDATOR, service_label
+from aiges.loader.workers import SessionLink
+
+logger = logging.getLogger("aiges.stream")
+
+
+def _frame(sid: str, status: int, payload: dict[str, Any] | None = None) -> str:
+    doc: dict[str, Any] = {"header": {"code": 0, "message": "success", "sid": sid, "status": status}}
+    if payload is not None:
+        doc["payload"] = payload
+    return orjson.dumps(doc).decode()
+
+
+def _error_frame(sid: str, err: errors.AigesError) -> str:
+    return orjson.dumps({"header": {"code": err.code, "message": err.message, "sid": sid, "status": 2}}).decode()
+
+
+class Session:
+    def __init__(self, request: web.Request, ws: web.WebSocketResponse, sid: str) -> None:
+        self.app = request.app
+        self.settings = self.app[SETTINGS]
+        self.pool = self.app[POOL]
+        self.ws = ws
+        self.sid = sid
+        self.link: SessionLink | None = None
+        self.expect: dict[str, envelope.Expect] = {}
+        self.seq: dict[str, int] = {}
+        self.done = asyncio.Event()
+        self.outcome = "ok"
+        self.started = time.monotonic()
+
+    # ---- results → client
+    async def pump(self) -> None:
+        assert self.link is not None
+        svc = service_label(self.app)
+        while True:
+            item = await self.link.results.get()
+            if isinstance(item, errors.AigesError):
+                await self.fail(item)
+                return
+            if item.ret:
+                await self.fail(errors.WrapperFailed(item.msg or f"wrapper returned error code {item.ret}", item.ret))
+                return
+            payload: dict[str, Any] = {}
+            status = 1
+            try:
+                for d in item.list:
+                    exp = envelope.check_output(d, self.expect, svc)
+                    n = self.seq[d.key] = self.seq.get(d.key, 0) + 1
+                    payload[d.key] = envelope.output_item(d, exp, str(n), text_raw=False)
+                    status = d.status
+            except errors.AigesError as e:
+                await self.fail(e)
+                return
+            if not payload:
+                continue
+            await self.send(_frame(self.sid, status, payload))
+            if status in (2, 3):
+                self.done.set()
+                return
+
+    async def send(self, text: str) -> None:
+        if not self.ws.closed:
+            try:
+                await self.ws.send_str(text)
+            except ConnectionError:
+                pass
+
+    async def fail(self, err: errors.AigesError) -> None:
+        if self.done.is_set():
+            return
+        self.outcome = "error" if not isinstance(err, errors.SessionTimeout) else "timeout"
+        logger.info("session %s ends with code %d: %s", self.sid, err.code, err.message)
+        await self.send(_error_frame(self.sid, err))
+        self.done.set()
+
+    # ---- client → wrapper
+    async def handle_frame(self, data: str) -> None:
+        try:
+            doc = orjson.loads(data)
+            if not isinstance(doc, dict):
+                raise ValueError(f"a frame must be a JSON object, got {type(doc).__name__}")
+        except ValueError as e:
+            raise errors.BadRequest(f"parse request json error: {e}", errors.WS_BAD_JSON) from None
+        parsed = envelope.parse(doc, self.app[SERVICES], self.settings.header_pass, require_payload=False)
+        self.app[VALIDATOR].check(parsed.params, parsed.raw_params, parsed.items)
+        self.app[METRICS].frames.inc()
+        if self.link is None:
+            self.expect = parsed.expect
+            parsed.params["sid"] = self.sid
+            self.link = await self.pool.open_session(parsed.params, self.sid, self.settings.deadline)
+            self.pump_task = asyncio.create_task(self.pump())
+            await self.send(_frame(self.sid, 0))
+        if parsed.items:
+            await self.pool.write(self.link, parsed.items, parsed.params, self.settings.deadline)
+
+    async def read_loop(self) -> None:
+        read_timeout = self.settings.ws_read_timeout
+        session_end = self.started + self.settings.ws_session_timeout
+        while not self.done.is_set():
+            left = session_end - time.monotonic()
+            if left <= 0:
+                await self.fail(errors.SessionTimeout(
+                    f"session timeout: the session exceeded [ws] sessionTimeout = {self.settings.ws_session_timeout:g}s"))
+                return
+            try:
+                msg = await asyncio.wait_for(self.ws.receive(), min(read_timeout, left))
+            except asyncio.TimeoutError:
+                if time.monotonic() >= session_end:
+                    continue
+                await self.fail(errors.SessionTimeout(
+                    f"read timeout: no frame for {read_timeout:g}s ([ws] readTimeout)"))
+                return
+            if msg.type == WSMsgType.TEXT:
+                try:
+                    await self.handle_frame(msg.data)
+                except errors.AigesError as e:
+                    await self.fail(e)
+                    return
+            elif msg.type == WSMsgType.BINARY:
+                await self.fail(errors.BadRequest("frames must be JSON text frames, got a binary frame",
+                                                  errors.WS_BAD_JSON))
+                return
+            else:  # CLOSE / CLOSING / CLOSED / ERROR: the client went away
+                if not self.done.is_set():
+                    self.outcome = "client_closed"
+                return
+
+    async def run(self) -> None:
+        reader = asyncio.create_task(self.read_loop())
+        done_wait = asyncio.create_task(self.done.wait())
+        try:
+            await asyncio.wait({reader, done_wait}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for t in (reader, done_wait, getattr(self, "pump_task", None)):
+                if t is not None and not t.done():
+                    t.cancel()
+            if self.link is not None:
+                await self.pool.destroy(self.link)  # exactly once, on every ending
+            if not self.ws.closed:
+                await self.ws.close()
+
+
+async def handle_stream(request: web.Request) -> web.StreamResponse:
+    app = request.app
+    ws = web.WebSocketResponse(max_msg_size=app[SETTINGS].max_body_size, heartbeat=None)
+    if not ws.can_prepare(request).ok:
+        raise errors.MethodNotAllowed(f"GET {request.path} is the streaming endpoint and needs a WebSocket "
+                                      f"upgrade; use POST {request.path} for once inference")
+    sid = request["sid"] = uuid.uuid4().hex
+    await ws.prepare(request)
+    metrics = app[METRICS]
+    app[SESSIONS].add(ws)
+    metrics.sessions.inc()
+    session = Session(request, ws, sid)
+    try:
+        await session.run()
+    finally:
+        app[SESSIONS].discard(ws)
+        metrics.sessions.dec()
+        metrics.sessions_total.labels(session.outcome).inc()
+    return ws

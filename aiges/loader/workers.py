@@ -1,0 +1,400 @@
+"""Plugin worker processes: spawn, handshake, init, balance, watch, restart, drain, kill.
+
+One ``Worker`` is one ``python -m aiges.serve`` process reached over a unix socket.  The
+``WorkerPool`` owns N of them: requests go to the ready worker with the fewest calls in flight,
+a session stays on the worker that created it.  When a process dies, its in-flight calls are
+cancelled at once (clients get 503, not a timeout), its sessions get an error, and it is restarted
+with exponential backoff.  Signal handling is not done here: ``close()`` is called by the app.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from typing import Any
+
+import grpc
+
+from aiges import errors
+from aiges._pb import aiges_inner_pb2 as pb
+from aiges._pb import aiges_inner_pb2_grpc as pb_grpc
+from aiges.config import Settings
+
+logger = logging.getLogger("aiges.workers")
+INLINE_MD = (("aiges-inline", "1"),)
+CHANNEL_OPTIONS = [("grpc.max_receive_message_length", 256 * 1024 * 1024),
+                   ("grpc.max_send_message_length", 256 * 1024 * 1024)]
+
+
+class WorkerStartError(Exception):
+    """The plugin could not be started or initialised; the message says why, in one line."""
+
+
+class SessionLink:
+    """The loader side of one streaming session: results for its tag arrive on ``results``."""
+
+    def __init__(self, worker: "Worker", tag: str) -> None:
+        self.worker = worker
+        self.tag = tag
+        self.handle = ""
+        self.results: asyncio.Queue[pb.Response | errors.AigesError] = asyncio.Queue()
+
+
+class Worker:
+    def __init__(self, index: int, settings: Settings, sock_dir: str) -> None:
+        self.index = index
+        self.name = f"w{index}"
+        self.settings = settings
+        self.sock_dir = sock_dir
+        self.generation = 0
+        self.state = "new"  # new | starting | ready | dead | stopping | stopped
+        self.proc: asyncio.subprocess.Process | None = None
+        self.channel: grpc.aio.Channel | None = None
+        self.stub: pb_grpc.WrapperServiceStub | None = None
+        self.inflight: set[Any] = set()
+        self.sessions: dict[str, SessionLink] = {}
+        self.schema: dict[str, Any] = {}
+        self.pid = 0
+        self._tasks: list[asyncio.Task[Any]] = []  # output drains
+        self._comm_task: asyncio.Task[Any] | None = None
+        self._stderr_tail: list[str] = []
+
+    @property
+    def ready(self) -> bool:
+        return self.state == "ready"
+
+    def _command(self) -> list[str]:
+        if self.settings.plugin_cmd:
+            return ["bash", "-c", self.settings.plugin_cmd]
+        return [sys.executable, "-m", "aiges.serve"]
+
+    def _env(self, sock: str) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update({
+            "BASIC_PLUGIN": "hello",
+            "PLUGIN_PROTOCOL_VERSIONS": "1",
+            "AIGES_PLUGIN_MODE": "python",
+            "AIGES_PLUGIN_SOCKET": sock,
+            "AIGES_PLUGIN_THREADS": str(self.settings.worker_threads),
+            "AIGES_PLUGIN_GRACE": str(self.settings.grace),
+            "AIGES_WRAPPER_MODULE": self.settings.wrapper_module,
+            "AIGES_LOG_DIR": os.path.abspath(self.settings.log_dir),
+            "AIGES_PLUGIN_LOG_LEVEL": "DEBUG" if self.settings.log_level == "debug" else "INFO",
+            "PYTHONUNBUFFERED": "1",
+        })
+        if self.settings.wrapper_dir:
+            env["AIGES_WRAPPER_DIR"] = self.settings.wrapper_dir
+        return env
+
+    async def start(self) -> None:
+        """spawn → handshake (with timeout) → connect → wrapperInit → wrapperSchema → ready."""
+        self.generation += 1
+        self.state = "starting"
+        self._stderr_tail = []
+        sock = os.path.join(self.sock_dir, f"{self.name}-{self.generation}.sock")
+        timeout = self.settings.start_timeout
+        self.proc = await asyncio.create_subprocess_exec(
+            *self._command(), stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE, env=self._env(sock), start_new_session=True)
+        self.pid = self.proc.pid
+        assert self.proc.stdout is not None and self.proc.stderr is not None
+        self._tasks = [asyncio.create_task(self._drain(self.proc.stderr, "stderr"))]
+        try:
+            line = await asyncio.wait_for(self.proc.stdout.readline(), timeout)
+        except asyncio.TimeoutError:
+            raise WorkerStartError(f"plugin {self.name} printed no handshake within {timeout:.0f}s") from None
+        text = line.decode("utf-8", "replace").strip()
+        parts = text.split("|")
+        if len(parts) != 5 or parts[0] != "1" or parts[4] != "grpc":
+            await asyncio.sleep(0.2)  # let stderr explain what happened
+            tail = " | ".join(self._stderr_tail[-3:])
+            raise WorkerStartError(f"plugin {self.name} gave no valid handshake (got {text!r}) {tail}".strip())
+        self._tasks.append(asyncio.create_task(self._drain(self.proc.stdout, "stdout")))
+        address = f"unix:{parts[3]}" if parts[2] == "unix" else parts[3]
+        self.channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+        self.stub = pb_grpc.WrapperServiceStub(self.channel)
+        try:
+            ret = await self.stub.wrapperInit(pb.InitRequest(config=dict(self.settings.wrapper_config)),
+                                              timeout=timeout)
+        except grpc.aio.AioRpcError as e:
+            raise WorkerStartError(f"plugin {self.name} wrapperInit failed: {e.details()}") from None
+        if ret.ret != 0:
+            raise WorkerStartError(f"wrapper init failed (code {ret.ret}): {ret.msg}")
+        try:
+            schema = await self.stub.wrapperSchema(pb.SvcId(serviceId=self.settings.svc_name), timeout=timeout)
+            self.schema = json.loads(schema.data) if schema.data else {}
+        except grpc.aio.AioRpcError as e:
+            raise WorkerStartError(f"wrapper schema failed: {e.details()}") from None
+        except ValueError as e:
+            raise WorkerStartError(f"wrapper schema is not valid JSON: {e}") from None
+        self._comm_task = asyncio.create_task(self._communicate())
+        self.state = "ready"
+        logger.info("plugin %s ready (pid %d)", self.name, self.pid)
+
+    async def _drain(self, stream: asyncio.StreamReader, name: str) -> None:
+        """Keep reading the plugin's output into the log so a chatty wrapper never blocks."""
+        plog = logging.getLogger(f"aiges.plugin.{self.name}")
+        while True:
+            try:
+                line = await stream.readline()
+            except (ValueError, asyncio.LimitOverrunError):  # a line over the buffer limit
+                line = await stream.read(65536)
+            if not line:
+                return
+            text = line.decode("utf-8", "replace").rstrip()
+            if name == "stderr":
+                self._stderr_tail = (self._stderr_tail + [text])[-20:]
+            plog.info("%s: %s", name, text)
+
+    async def _communicate(self) -> None:
+        """Session results (aiges.callback / wrapperRead) arrive here, routed by tag."""
+        assert self.stub is not None
+        call = self.stub.communicate(iter(()))
+        try:
+            async for resp in call:
+                link = self.sessions.get(resp.tag)
+                if link is not None:
+                    link.results.put_nowait(resp)
+                else:
+                    logger.debug("result for unknown tag %r dropped", resp.tag)
+        except grpc.aio.AioRpcError:
+            return
+        except asyncio.CancelledError:
+            call.cancel()
+            raise
+
+    def fail_inflight(self, reason: str) -> None:
+        err = errors.WorkerUnavailable(reason)
+        for call in list(self.inflight):
+            call.cancel()
+        for link in list(self.sessions.values()):
+            link.results.put_nowait(err)
+        self.sessions.clear()
+
+    async def call(self, method: str, request: Any, timeout: float | None, inline: bool = False) -> Any:
+        """One unary RPC to this plugin; transport failures become AigesErrors."""
+        stub = self.stub
+        if stub is None or not self.ready:
+            raise errors.WorkerUnavailable(f"plugin worker {self.name} is not ready", retry_after=1)
+        rpc = getattr(stub, method)
+        call = rpc(request, timeout=timeout, metadata=INLINE_MD if inline else None)
+        self.inflight.add(call)
+        try:
+            return await call
+        except asyncio.CancelledError:
+            if self.state in ("dead", "stopped"):
+                raise errors.WorkerUnavailable(
+                    f"plugin worker {self.name} died while handling the request; it is being restarted",
+                    retry_after=1) from None
+            raise
+        except grpc.aio.AioRpcError as e:
+            code = e.code()
+            if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+                raise errors.DeadlineExceeded(f"no result within the deadline of {timeout:g}s") from None
+            if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
+                raise errors.WorkerUnavailable(
+                    f"plugin worker {self.name} is unavailable ({e.details()})", retry_after=1) from None
+            raise errors.InternalError(f"plugin call {method} failed: {code.name}: {e.details()}") from None
+        finally:
+            self.inflight.discard(call)
+
+    async def close_channel(self) -> None:
+        if self._comm_task is not None:
+            self._comm_task.cancel()
+            self._comm_task = None
+        if self.channel is not None:
+            await self.channel.close(grace=None)
+            self.channel = None
+            self.stub = None
+
+    async def stop(self, grace: float) -> None:
+        """Graceful (SIGTERM, the plugin drains and calls wrapperFini), then forced (SIGKILL)."""
+        self.state = "stopping"
+        proc = self.proc
+        if proc is not None and proc.returncode is None:
+            try:
+                proc.send_signal(signal.SIGTERM)
+                await asyncio.wait_for(proc.wait(), grace + 2)
+            except asyncio.TimeoutError:
+                logger.warning("plugin %s did not stop within %.0fs; killing it", self.name, grace + 2)
+                proc.kill()
+                await proc.wait()
+            except ProcessLookupError:
+                pass
+        await self.close_channel()
+        for t in self._tasks:
+            if not t.done():
+                try:
+                    await asyncio.wait_for(t, 1.0)
+                except (asyncio.TimeoutError, asyncio.CancelledError):
+                    pass
+        self.state = "stopped"
+
+
+class WorkerPool:
+    def __init__(self, settings: Settings, on_restart: Any = None) -> None:
+        self.settings = settings
+        self.sock_dir = tempfile.mkdtemp(prefix="aiges-")
+        self.workers = [Worker(i, settings, self.sock_dir) for i in range(settings.workers)]
+        self.schema: dict[str, Any] = {}
+        self.inflight = 0
+        self.closing = False
+        self.restarts = 0
+        self._on_restart = on_restart
+        self._watchers: list[asyncio.Task[Any]] = []
+
+    # ---- lifecycle
+    async def start(self) -> None:
+        """Start every worker; raises WorkerStartError when the wrapper cannot start and the
+        config says to exit (the default), else keeps retrying in the background."""
+        results = await asyncio.gather(*(self._start_one(w) for w in self.workers), return_exceptions=True)
+        failures = [r for r in results if isinstance(r, BaseException)]
+        if failures and self.settings.exit_on_init_failure:
+            await self.close(grace=1.0)
+            raise failures[0]
+        for w, r in zip(self.workers, results):
+            if isinstance(r, BaseException):
+                logger.error("%s; retrying in the background (/ready stays 503)", r)
+            self._watchers.append(asyncio.create_task(self._supervise(w, failed_start=isinstance(r, BaseException))))
+        if not self.schema:
+            logger.warning("no worker is ready: serving 503 until one is")
+
+    async def _start_one(self, w: Worker) -> None:
+        try:
+            await w.start()
+        except BaseException:
+            await self._reap(w)
+            raise
+        if not self.schema:
+            self.schema = w.schema
+
+    async def _reap(self, w: Worker) -> None:
+        w.state = "dead"
+        if w.proc is not None and w.proc.returncode is None:
+            try:
+                w.proc.kill()
+            except ProcessLookupError:
+                pass
+            await w.proc.wait()
+        await w.close_channel()
+
+    async def _supervise(self, w: Worker, failed_start: bool) -> None:
+        """Watch one worker; when its process exits unexpectedly, fail its work and restart it."""
+        failures = 1 if failed_start else 0
+        while not self.closing:
+            if w.ready and w.proc is not None:
+                up_since = time.monotonic()
+                rc = await w.proc.wait()
+                if self.closing or w.state in ("stopping", "stopped"):
+                    return
+                w.state = "dead"
+                reason = f"plugin worker {w.name} (pid {w.pid}) exited with code {rc}"
+                logger.error("%s; failing %d in-flight call(s) and restarting", reason, len(w.inflight))
+                w.fail_inflight(reason)
+                await w.close_channel()
+                failures = 0 if time.monotonic() - up_since > 30 else failures + 1
+            delay = min(self.settings.restart_backoff_max, 0.1 * (2 ** max(0, failures - 1))) if failures else 0.0
+            await asyncio.sleep(delay)
+            if self.closing:
+                return
+            self.restarts += 1
+            if self._on_restart is not None:
+                self._on_restart()
+            try:
+                await self._start_one(w)
+                logger.info("plugin worker %s restarted (restart #%d)", w.name, self.restarts)
+            except Exception as e:  # noqa: BLE001 - any failure is logged and retried with backoff
+                logger.error("restarting plugin worker %s failed: %s", w.name, e)
+                failures += 1
+
+    async def close(self, grace: float | None = None) -> None:
+        self.closing = True
+        for t in self._watchers:
+            t.cancel()
+        g = self.settings.grace if grace is None else grace
+        await asyncio.gather(*(w.stop(g) for w in self.workers), return_exceptions=True)
+        shutil.rmtree(self.sock_dir, ignore_errors=True)
+
+    # ---- state
+    @property
+    def ready(self) -> bool:
+        return bool(self.workers) and all(w.ready for w in self.workers)
+
+    @property
+    def ready_count(self) -> int:
+        return sum(1 for w in self.workers if w.ready)
+
+    def pick(self) -> Worker:
+        best: Worker | None = None
+        for w in self.workers:
+            if w.ready and (best is None or len(w.inflight) < len(best.inflight)):
+                best = w
+        if best is None:
+            raise errors.WorkerUnavailable("no plugin worker is ready (starting or restarting); retry shortly",
+                                           retry_after=1)
+        return best
+
+    # ---- calls
+    async def once(self, request: pb.Request, timeout: float) -> pb.Response:
+        if self.inflight >= self.settings.max_inflight:
+            raise errors.Overloaded(
+                f"too many requests in flight ({self.inflight} >= [aiges] maxInflight {self.settings.max_inflight})",
+                retry_after=1)
+        worker = self.pick()
+        self.inflight += 1
+        try:
+            resp: pb.Response = await worker.call("wrapperOnceExec", request, timeout, inline=True)
+            return resp
+        finally:
+            self.inflight -= 1
+
+    # ---- sessions (pinned to the worker that created them)
+    async def open_session(self, params: dict[str, str], sid: str, timeout: float) -> SessionLink:
+        if self.inflight >= self.settings.max_inflight:
+            raise errors.Overloaded(f"too many requests in flight ([aiges] maxInflight {self.settings.max_inflight})",
+                                    retry_after=1)
+        worker = self.pick()
+        link = SessionLink(worker, sid)
+        worker.sessions[sid] = link
+        try:
+            h: pb.Handle = await worker.call("wrapperCreate", pb.CreateRequest(params=params, sid=sid, tag=sid), timeout)
+        except BaseException:
+            worker.sessions.pop(sid, None)
+            raise
+        if h.err_code or not h.handle:
+            worker.sessions.pop(sid, None)
+            raise errors.WrapperFailed(h.msg or f"wrapperCreate failed with code {h.err_code}",
+                                       h.err_code or errors.WRAPPER_CREATE)
+        link.handle = h.handle
+        return link
+
+    async def write(self, link: SessionLink, items: list[pb.RequestData], params: dict[str, str],
+                    timeout: float) -> None:
+        msg = pb.WriteMessage(req=pb.Request(tag=link.tag, params=params, list=items), handle=link.handle,
+                              sid=link.tag)
+        self.inflight += 1
+        try:
+            ret: pb.Ret = await link.worker.call("wrapperWrite", msg, timeout)
+        finally:
+            self.inflight -= 1
+        if ret.ret:
+            raise errors.WrapperFailed(ret.msg or f"wrapperWrite returned {ret.ret}", ret.ret)
+
+    async def destroy(self, link: SessionLink) -> None:
+        """wrapperDestroy, best effort: the worker may already be gone (then nothing holds it)."""
+        worker = link.worker
+        worker.sessions.pop(link.tag, None)
+        if not link.handle or not worker.ready:
+            return
+        try:
+            ret: pb.Ret = await worker.call("wrapperDestroy", pb.Handle(handle=link.handle), 10.0)
+            if ret.ret:
+                logger.warning("wrapperDestroy(%s) returned %d: %s", link.handle, ret.ret, ret.msg)
+        except errors.AigesError as e:
+            logger.warning("wrapperDestroy(%s) failed: %s", link.handle, e)

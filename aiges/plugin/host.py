@@ -1,0 +1,205 @@
+"""WrapperHost: imports the user's ``wrapper.py`` and calls its methods.  Sync code, run in threads.
+
+Every method returns a proto message and never raises for a wrapper failure: exceptions and
+error codes become ``ret`` + ``msg`` so no caller ever waits for a timeout.
+"""
+from __future__ import annotations
+
+import importlib
+import inspect
+import logging
+import os
+import sys
+import time
+import traceback
+from typing import Any
+
+from aiges import errors
+from aiges._pb import aiges_inner_pb2 as pb
+from aiges.dto import DataListCls
+from aiges.plugin.convert import exception_text, to_response
+
+logger = logging.getLogger("aiges.plugin")
+
+
+class WrapperHost:
+    def __init__(self, module: str = "wrapper", directory: str | None = None) -> None:
+        self.module_name = module
+        self.directory = directory
+        self.obj: Any = None
+        self.module_file = ""
+        self._create_kw: str | None = None
+        self._has_read = False
+
+    # ---- lifecycle
+    def load(self) -> pb.Ret:
+        """Import ``wrapper`` and instantiate ``Wrapper`` (upstream did both inside wrapperInit)."""
+        if self.obj is not None:
+            return pb.Ret(ret=0)
+        if self.directory:
+            path = os.path.abspath(self.directory)
+            if path not in sys.path:
+                sys.path.insert(0, path)
+        if os.getcwd() not in sys.path:
+            sys.path.append(os.getcwd())
+        where = self.directory or "PYTHONPATH / working directory"
+        try:
+            mod = importlib.import_module(self.module_name)
+        except Exception as e:  # noqa: BLE001 - any import failure is reported, never swallowed
+            msg = f"cannot import {self.module_name}.py (searched {where}): {type(e).__name__}: {e}"
+            logger.error("%s\n%s", msg, traceback.format_exc())
+            return pb.Ret(ret=errors.INIT_ERROR, msg=msg)
+        self.module_file = getattr(mod, "__file__", "") or self.module_name
+        cls = getattr(mod, "Wrapper", None)
+        if cls is None:
+            msg = f"{self.module_file} defines no class Wrapper"
+            logger.error(msg)
+            return pb.Ret(ret=errors.INIT_ERROR, msg=msg)
+        try:
+            self.obj = cls(legacy=False, is_aipaas=True, keep_schema_default_value=True)
+        except TypeError:
+            try:
+                self.obj = cls()
+            except Exception as e:  # noqa: BLE001
+                return self._init_failure("Wrapper()", e)
+        except Exception as e:  # noqa: BLE001
+            return self._init_failure("Wrapper()", e)
+        self._create_kw = _tag_keyword(self.obj.wrapperCreate)
+        read = getattr(type(self.obj), "wrapperRead", None)
+        from aiges.sdk import WrapperBase
+        self._has_read = read is not None and read is not getattr(WrapperBase, "wrapperRead", None)
+        return pb.Ret(ret=0)
+
+    def _init_failure(self, what: str, e: BaseException) -> pb.Ret:
+        msg = f"{self.module_file}: {what} raised {type(e).__name__}: {e}"
+        logger.error("%s\n%s", msg, traceback.format_exc())
+        return pb.Ret(ret=errors.INIT_ERROR, msg=msg)
+
+    def init(self, config: dict[str, str]) -> pb.Ret:
+        ret = self.load()
+        if ret.ret:
+            return ret
+        try:
+            code = self.obj.wrapperInit(config)
+        except Exception as e:  # noqa: BLE001
+            return self._init_failure("wrapperInit", e)
+        if code not in (0, None):
+            msg = f"{self.module_file}: wrapperInit returned {code}"
+            detail = self.error_text(int(code)) if isinstance(code, int) else ""
+            if detail and not detail.startswith("wrapper returned"):
+                msg += f" ({detail})"
+            logger.error(msg)
+            return pb.Ret(ret=errors.USER_INIT_ERROR, msg=msg)
+        return pb.Ret(ret=0)
+
+    def fini(self) -> pb.Ret:
+        if self.obj is None:
+            return pb.Ret(ret=0)
+        try:
+            code = self.obj.wrapperFini()
+        except Exception as e:  # noqa: BLE001
+            logger.error("wrapperFini raised %s: %s", type(e).__name__, e)
+            return pb.Ret(ret=errors.WRAPPER_EXEC, msg=exception_text("wrapperFini", e))
+        return pb.Ret(ret=int(code or 0))
+
+    def schema(self) -> str:
+        ret = self.load()
+        if ret.ret:
+            raise RuntimeError(ret.msg)
+        return str(self.obj.schema())
+
+    # ---- calls
+    def error_text(self, code: int) -> str:
+        try:
+            text = self.obj.wrapperError(code) if self.obj is not None else ""
+        except Exception as e:  # noqa: BLE001
+            text = f"(wrapperError raised {type(e).__name__}: {e})"
+        return str(text) if text else f"wrapper returned error code {code}"
+
+    def once(self, req: pb.Request, deadline: float | None) -> pb.Response:
+        tag = req.tag
+        if self.obj is None:
+            return pb.Response(tag=tag, ret=errors.USER_EXEC_ERROR, msg="wrapper is not initialised")
+        if deadline is not None and time.monotonic() > deadline:
+            return pb.Response(tag=tag, ret=errors.DEADLINE, msg="deadline passed while queued; wrapper not called")
+        try:
+            resp = self.obj.wrapperOnceExec(dict(req.params), DataListCls(list(req.list)))
+        except Exception as e:  # noqa: BLE001
+            logger.error("wrapperOnceExec raised (tag %s)\n%s", tag, traceback.format_exc())
+            return pb.Response(tag=tag, ret=errors.WRAPPER_EXEC, msg=exception_text("wrapperOnceExec", e))
+        return to_response(resp, tag, "wrapperOnceExec", self.error_text)
+
+    def create(self, req: pb.CreateRequest) -> pb.Handle:
+        if self.obj is None:
+            return pb.Handle(err_code=errors.USER_EXEC_ERROR, msg="wrapper is not initialised")
+        kw = {self._create_kw: req.tag} if self._create_kw else {}
+        try:
+            s = self.obj.wrapperCreate(dict(req.params), sid=req.sid, **kw)
+        except Exception as e:  # noqa: BLE001
+            logger.error("wrapperCreate raised\n%s", traceback.format_exc())
+            return pb.Handle(err_code=errors.WRAPPER_CREATE, msg=exception_text("wrapperCreate", e))
+        code = int(getattr(s, "error_code", 0) or 0)
+        handle = str(getattr(s, "handle", "") or "")
+        if code:
+            return pb.Handle(handle=handle, err_code=code, msg=self.error_text(code))
+        if not handle:
+            return pb.Handle(err_code=errors.WRAPPER_CREATE, msg="wrapperCreate returned no handle")
+        return pb.Handle(handle=handle)
+
+    def write(self, msg: pb.WriteMessage) -> pb.Ret:
+        if self.obj is None:
+            return pb.Ret(ret=errors.USER_EXEC_ERROR, msg="wrapper is not initialised")
+        try:
+            code = self.obj.wrapperWrite(msg.handle, DataListCls(list(msg.req.list)), msg.sid)
+        except Exception as e:  # noqa: BLE001
+            logger.error("wrapperWrite raised\n%s", traceback.format_exc())
+            return pb.Ret(ret=errors.WRAPPER_WRITE, msg=exception_text("wrapperWrite", e))
+        code = int(code or 0)
+        return pb.Ret(ret=code, msg=self.error_text(code) if code else "")
+
+    @property
+    def polls_read(self) -> bool:
+        """True when the wrapper returns session results from wrapperRead instead of callback."""
+        return self._has_read
+
+    def read(self, handle: str, tag: str) -> pb.Response | None:
+        """One wrapperRead poll: a Response to send, or None when nothing is ready."""
+        try:
+            resp = self.obj.wrapperRead(handle)
+        except Exception as e:  # noqa: BLE001
+            logger.error("wrapperRead raised\n%s", traceback.format_exc())
+            return pb.Response(tag=tag, ret=errors.WRAPPER_READ, msg=exception_text("wrapperRead", e))
+        if resp is None:
+            return None
+        out = to_response(resp, tag, "wrapperRead", self.error_text)
+        if out.ret == errors.WRAPPER_EXEC and not out.list and "empty" in out.msg:
+            return None  # nothing ready yet
+        return out
+
+    def destroy(self, handle: str) -> pb.Ret:
+        if self.obj is None:
+            return pb.Ret(ret=0)
+        try:
+            code = self.obj.wrapperDestroy(handle)
+        except Exception as e:  # noqa: BLE001
+            logger.error("wrapperDestroy raised\n%s", traceback.format_exc())
+            return pb.Ret(ret=errors.WRAPPER_EXEC, msg=exception_text("wrapperDestroy", e))
+        code = int(code or 0) if isinstance(code, int) else 0
+        return pb.Ret(ret=code, msg=self.error_text(code) if code else "")
+
+
+def _tag_keyword(fn: Any) -> str | None:
+    """Which keyword the wrapper's wrapperCreate takes the tag by: upstream gRPC uses ``userTag``,
+    upstream's base class and Cgo-style wrappers ``usrTag``.  Calling with the wrong one raised
+    TypeError upstream."""
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return "userTag"
+    if "userTag" in params:
+        return "userTag"
+    if "usrTag" in params:
+        return "usrTag"
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return "userTag"
+    return None

@@ -1,0 +1,295 @@
+"""The plugin's gRPC server: ``aiges.WrapperService`` + health + go-plugin's controller.
+
+Wire behaviour (PROTOCOL.md §2):
+- the first stdout line is the go-plugin handshake, printed before the wrapper is imported;
+- health service ``"plugin"`` is SERVING as soon as we listen; ``"wrapper"`` once init succeeded;
+- once results go to the ``communicate`` stream tagged with the request's tag (what upstream's Go
+  loader waits for), or, when the caller sends metadata ``aiges-inline: 1`` (our loader), in the
+  unary reply only.  Failures always carry ``ret`` (+ ``msg``) on the path the caller listens to;
+- wrapper code runs in a thread pool, never on the event loop, so ``communicate`` holds no thread
+  (upstream's stream pinned one thread forever and deadlocked on one CPU).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import signal
+import socket
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, AsyncIterator
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from aiges import callback as callback_mod
+from aiges import errors
+from aiges._pb import aiges_inner_pb2 as pb
+from aiges._pb import aiges_inner_pb2_grpc as pb_grpc
+from aiges._pb import grpc_controller_pb2 as ctl_pb
+from aiges._pb import grpc_controller_pb2_grpc as ctl_grpc
+from aiges.plugin import lifeline
+from aiges.plugin.convert import response_items
+from aiges.plugin.host import WrapperHost
+
+logger = logging.getLogger("aiges.plugin")
+
+INLINE_KEY = "aiges-inline"
+MAGIC_COOKIE_KEY = "BASIC_PLUGIN"
+MAGIC_COOKIE_VALUE = "hello"
+_CLOSE = object()
+READ_POLL_INTERVAL = 0.01
+READ_POLL_LIMIT = 120.0  # seconds a wrapperRead-style session may take to produce its final result
+
+
+class WrapperServicer(pb_grpc.WrapperServiceServicer):
+    def __init__(self, host: WrapperHost, executor: ThreadPoolExecutor, health_servicer: Any) -> None:
+        self.host = host
+        self.executor = executor
+        self.health = health_servicer
+        self.loop = asyncio.get_running_loop()
+        self.results: asyncio.Queue[Any] = asyncio.Queue()
+        self.inflight = 0
+        self.idle = asyncio.Event()
+        self.idle.set()
+        self.session_tags: dict[str, str] = {}
+        self.streams = 0
+        callback_mod.set_sink(self._callback_sink)
+
+    # ---- helpers
+    async def _run(self, fn: Any, *args: Any) -> Any:
+        self.inflight += 1
+        self.idle.clear()
+        try:
+            return await self.loop.run_in_executor(self.executor, fn, *args)
+        finally:
+            self.inflight -= 1
+            if self.inflight == 0:
+                self.idle.set()
+
+    def _push(self, resp: pb.Response) -> None:
+        self.results.put_nowait(resp)
+
+    def _callback_sink(self, user_resp: Any, tag: str, sid: str) -> None:
+        """aiges.callback.callback from any wrapper thread: results keep their type."""
+        try:
+            items = response_items(user_resp)
+            code = int(getattr(user_resp, "error_code", 0) or 0)
+            resp = pb.Response(tag=tag, ret=code, list=items, msg=self.host.error_text(code) if code else "")
+        except Exception as e:  # noqa: BLE001
+            resp = pb.Response(tag=tag, ret=errors.WRAPPER_EXEC, msg=f"callback got an invalid Response: {e}")
+        self.loop.call_soon_threadsafe(self._push, resp)
+
+    def close_streams(self) -> None:
+        for _ in range(max(1, self.streams)):
+            self.results.put_nowait(_CLOSE)
+
+    # ---- RPCs
+    async def wrapperInit(self, request: pb.InitRequest, context: Any) -> pb.Ret:
+        ret = await self._run(self.host.init, dict(request.config))
+        if ret.ret == 0:
+            await self.health.set("wrapper", health_pb2.HealthCheckResponse.SERVING)
+        return ret
+
+    async def wrapperSchema(self, request: pb.SvcId, context: Any) -> pb.Schema:
+        try:
+            data = await self._run(self.host.schema)
+        except Exception as e:  # noqa: BLE001
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"schema unavailable: {e}")
+        return pb.Schema(data=data)
+
+    async def wrapperOnceExec(self, request: pb.Request, context: Any) -> pb.Response:
+        inline = False
+        for key, value in context.invocation_metadata() or ():
+            if key == INLINE_KEY:
+                inline = value == "1"
+        remaining = context.time_remaining()
+        deadline = time.monotonic() + remaining if remaining is not None else None
+        resp: pb.Response = await self._run(self.host.once, request, deadline)
+        if inline:
+            return resp
+        # Upstream host: it ignores this reply and waits on `communicate` for the tag.
+        self._push(resp)
+        return pb.Response(ret=resp.ret, msg=resp.msg)
+
+    async def wrapperCreate(self, request: pb.CreateRequest, context: Any) -> pb.Handle:
+        h: pb.Handle = await self._run(self.host.create, request)
+        if not h.err_code:
+            self.session_tags[h.handle] = request.tag
+        return h
+
+    async def wrapperWrite(self, request: pb.WriteMessage, context: Any) -> pb.Ret:
+        ret: pb.Ret = await self._run(self.host.write, request)
+        if ret.ret == 0 and self.host.polls_read:
+            tag = self.session_tags.get(request.handle, request.req.tag)
+            final = any(d.status in (2, 3) for d in request.req.list)
+            await self._drain_reads(request.handle, tag, until_final=final)
+        return ret
+
+    async def _drain_reads(self, handle: str, tag: str, until_final: bool) -> None:
+        """Poll wrapperRead and push what it returns; after the last frame, until a final result."""
+        limit = time.monotonic() + READ_POLL_LIMIT
+        while True:
+            resp = await self._run(self.host.read, handle, tag)
+            if resp is not None:
+                self._push(resp)
+                if resp.ret or any(d.status in (2, 3) for d in resp.list):
+                    return
+                continue
+            if not until_final or time.monotonic() > limit or handle not in self.session_tags:
+                return
+            await asyncio.sleep(READ_POLL_INTERVAL)
+
+    async def wrapperRead(self, request: pb.Handle, context: Any) -> pb.Response:
+        tag = self.session_tags.get(request.handle, "")
+        resp = await self._run(self.host.read, request.handle, tag)
+        return resp if resp is not None else pb.Response(tag=tag)
+
+    async def wrapperDestroy(self, request: pb.Handle, context: Any) -> pb.Ret:
+        self.session_tags.pop(request.handle, None)
+        return await self._run(self.host.destroy, request.handle)
+
+    async def wrapperFini(self, request: pb.SvcId, context: Any) -> pb.Ret:
+        return await self._run(self.host.fini)
+
+    async def testStream(self, request_iterator: Any, context: Any) -> AsyncIterator[pb.Response]:
+        async for req in request_iterator:
+            data = req.data.encode("utf-8")
+            yield pb.Response(list=[pb.ResponseData(key="echo", data=data, len=len(data), status=3)])
+
+    async def communicate(self, request_iterator: Any, context: Any) -> AsyncIterator[pb.Response]:
+        self.streams += 1
+        try:
+            while True:
+                item = await self.results.get()
+                if item is _CLOSE:
+                    return
+                yield item
+        finally:
+            self.streams -= 1
+
+
+class ControllerServicer(ctl_grpc.GRPCControllerServicer):
+    """go-plugin calls Shutdown when the host kills the plugin: stop gracefully, not by SIGKILL."""
+
+    def __init__(self, on_shutdown: Any) -> None:
+        self.on_shutdown = on_shutdown
+
+    async def Shutdown(self, request: ctl_pb.Empty, context: Any) -> ctl_pb.Empty:
+        self.loop_call = asyncio.get_running_loop().call_soon(self.on_shutdown)
+        return ctl_pb.Empty()
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def bind(server: grpc.aio.Server, env: dict[str, str]) -> tuple[str, str]:
+    """Listen where the host asked; returns (network, address) for the handshake line."""
+    sock = env.get("AIGES_PLUGIN_SOCKET")
+    if sock:
+        if os.path.exists(sock):
+            os.unlink(sock)
+        server.add_insecure_port(f"unix:{sock}")
+        return "unix", sock
+    lo, hi = env.get("PLUGIN_MIN_PORT"), env.get("PLUGIN_MAX_PORT")
+    if lo and hi:
+        ports = list(range(int(lo), int(hi) + 1))
+        random.shuffle(ports)
+        for port in ports[:200]:
+            if not _port_free(port):
+                continue
+            try:
+                server.add_insecure_port(f"127.0.0.1:{port}")
+                return "tcp", f"127.0.0.1:{port}"
+            except RuntimeError:
+                continue
+        raise SystemExit(f"aiges.serve: no free port in PLUGIN_MIN_PORT..PLUGIN_MAX_PORT = {lo}..{hi}")
+    port = server.add_insecure_port("127.0.0.1:0")
+    return "tcp", f"127.0.0.1:{port}"
+
+
+async def serve(env: dict[str, str]) -> int:
+    threads = int(env.get("AIGES_PLUGIN_THREADS") or (os.cpu_count() or 2) * 2)
+    grace = float(env.get("AIGES_PLUGIN_GRACE") or 10)
+    executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="wrapper")
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0),
+                                      ("grpc.max_receive_message_length", 256 * 1024 * 1024),
+                                      ("grpc.max_send_message_length", 256 * 1024 * 1024)])
+    health_servicer = health.aio.HealthServicer()
+    host = WrapperHost(env.get("AIGES_WRAPPER_MODULE", "wrapper"), env.get("AIGES_WRAPPER_DIR") or None)
+    servicer = WrapperServicer(host, executor, health_servicer)
+    stop = asyncio.Event()
+    pb_grpc.add_WrapperServiceServicer_to_server(servicer, server)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    ctl_grpc.add_GRPCControllerServicer_to_server(ControllerServicer(stop.set), server)
+
+    network, address = bind(server, env)
+    await server.start()
+    await health_servicer.set("plugin", health_pb2.HealthCheckResponse.SERVING)
+    await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    await health_servicer.set("wrapper", health_pb2.HealthCheckResponse.NOT_SERVING)
+    # The handshake: the first and only line we write to stdout before user code may print.
+    sys.stdout.write(f"1|1|{network}|{address}|grpc\n")
+    sys.stdout.flush()
+
+    loop = asyncio.get_running_loop()
+    orphaned = False
+
+    def on_orphaned() -> None:
+        nonlocal orphaned
+        orphaned = True
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    watcher = asyncio.create_task(lifeline.watch_parent(on_orphaned))
+
+    await stop.wait()
+    grace_now = min(grace, 1.0) if orphaned else grace
+    logger.info("plugin stopping (grace %.1fs)", grace_now)
+    stopping = asyncio.create_task(server.stop(grace_now))
+    try:
+        await asyncio.wait_for(servicer.idle.wait(), grace_now)
+    except asyncio.TimeoutError:
+        logger.warning("plugin stop: %d call(s) still running after %.1fs", servicer.inflight, grace_now)
+    servicer.close_streams()
+    await stopping
+    watcher.cancel()
+    fini = loop.run_in_executor(executor, host.fini)
+    try:
+        await asyncio.wait_for(fini, 5.0)
+    except asyncio.TimeoutError:
+        logger.warning("wrapperFini did not return within 5s")
+    executor.shutdown(wait=False, cancel_futures=True)
+    if network == "unix" and os.path.exists(address):
+        os.unlink(address)
+    return 0
+
+
+def main() -> int:
+    env = dict(os.environ)
+    if env.get(MAGIC_COOKIE_KEY) != MAGIC_COOKIE_VALUE:
+        sys.stderr.write("This is an aiges plugin: it is started by a loader (`aiges -m 0`), not by hand.\n"
+                         f"(set {MAGIC_COOKIE_KEY}={MAGIC_COOKIE_VALUE} to run it under your own host)\n")
+        return 1
+    mode = env.get("AIGES_PLUGIN_MODE", "python")
+    if mode not in ("python", ""):
+        sys.stderr.write(f"AIGES_PLUGIN_MODE={mode!r} is not supported; only 'python'\n")
+        return 1
+    logging.basicConfig(level=os.environ.get("AIGES_PLUGIN_LOG_LEVEL", "INFO").upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    lifeline.set_parent_death_signal()
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(serve(env))
+    return uvloop.run(serve(env))
