@@ -20,6 +20,7 @@ setup(
         "orjson>=3.8",  # the envelope codec is on the hot path
         "uvloop>=0.19; sys_platform != 'win32'",  # faster event loop for loader and plugin
         "prometheus-client>=0.17",  # /metrics
+        "swagger-ui-bundle>=1.1",  # Swagger UI's static files, served offline
         "numpy>=1.23",
         "pillow>=9",
     ],

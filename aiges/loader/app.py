@@ -18,6 +18,7 @@ from aiges.config import Settings
 from aiges.loader import envelope
 from aiges.loader.metrics import Metrics
 from aiges.loader.once import handle_once
+from aiges.loader.openapi import openapi_json, swagger
 from aiges.loader.stream import handle_stream
 from aiges.loader.state import METRICS, POOL, SCHEMA, SERVICES, SESSIONS, SETTINGS, VALIDATOR
 from aiges.loader.validate import Validator
@@ -141,7 +142,8 @@ async def _close_sessions(app: web.Application) -> None:
 
 # route kind of each handler: the label for metrics and what PROTECTED refers to
 ROUTE_KINDS: dict[Any, str] = {handle_once: "once", handle_stream: "stream", health: "health", ready: "ready",
-                               metrics: "metrics", ping: "ping", root: "root"}
+                               metrics: "metrics", ping: "ping", root: "root", openapi_json: "openapi",
+                               swagger: "swagger"}
 
 
 def create_app(settings: Settings, pool: WorkerPool, metrics_: Metrics, schema: dict[str, Any]) -> web.Application:
@@ -163,6 +165,9 @@ def create_app(settings: Settings, pool: WorkerPool, metrics_: Metrics, schema: 
         web.get("/metrics", metrics),
         web.get("/ping", ping),
         web.get("/", root),
+        web.get("/openapi.json", openapi_json),
+        web.get("/swagger", root),
+        web.get("/swagger/{file}", swagger),
     ]
     for path in inference_routes(settings, schema):
         routes.append(web.post(path, handle_once))
