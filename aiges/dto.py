@@ -81,6 +81,12 @@ class ResponseData:
     def len(self) -> int:
         return self._len
 
+    @len.setter
+    def len(self, value: int) -> None:
+        # upstream examples assign len (read-only upstream, so they crashed); the data's real length
+        # is what goes on the wire either way
+        self._len = int(value)
+
     def setData(self, data: Any) -> None:
         self._data = _as_bytes(data)
         self._len = len(self._data)

@@ -30,6 +30,7 @@ class WrapperHost:
         self.module_file = ""
         self._create_kw: str | None = None
         self._has_read = False
+        self._read_takes_sid = False
 
     # ---- lifecycle
     def load(self) -> pb.Ret:
@@ -65,6 +66,7 @@ class WrapperHost:
         except Exception as e:  # noqa: BLE001
             return self._init_failure("Wrapper()", e)
         self._create_kw = _tag_keyword(self.obj.wrapperCreate)
+        self._read_takes_sid = _positional_count(self.obj.wrapperRead) >= 2
         read = getattr(type(self.obj), "wrapperRead", None)
         from aiges.sdk import WrapperBase
         self._has_read = read is not None and read is not getattr(WrapperBase, "wrapperRead", None)
@@ -165,7 +167,7 @@ class WrapperHost:
     def read(self, handle: str, tag: str) -> pb.Response | None:
         """One wrapperRead poll: a Response to send, or None when nothing is ready."""
         try:
-            resp = self.obj.wrapperRead(handle)
+            resp = self.obj.wrapperRead(handle, tag) if self._read_takes_sid else self.obj.wrapperRead(handle)
         except Exception as e:  # noqa: BLE001
             logger.error("wrapperRead raised\n%s", traceback.format_exc())
             return pb.Response(tag=tag, ret=errors.WRAPPER_READ, msg=exception_text("wrapperRead", e))
@@ -174,6 +176,8 @@ class WrapperHost:
         out = to_response(resp, tag, "wrapperRead", self.error_text)
         if out.ret == errors.WRAPPER_EXEC and not out.list and "empty" in out.msg:
             return None  # nothing ready yet
+        if not out.ret and all(not d.data and d.status in (0, 1) for d in out.list):
+            return None  # upstream examples answer "nothing yet" with an empty status-1 item
         return out
 
     def destroy(self, handle: str) -> pb.Ret:
@@ -203,3 +207,16 @@ def _tag_keyword(fn: Any) -> str | None:
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return "userTag"
     return None
+
+
+def _positional_count(fn: Any) -> int:
+    """How many positional arguments a bound method takes (upstream examples vary: (handle) or
+    (handle, sid) for wrapperRead)."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return 1
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    if any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in params):
+        return 99
+    return sum(1 for p in params if p.kind in kinds)

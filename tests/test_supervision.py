@@ -1,0 +1,145 @@
+"""Plugin supervision with real processes: crash → 503 at once → restart; loader death; drain; init failures."""
+from __future__ import annotations
+
+import base64
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.utils import WRAPPERS, alive, child_pids, once_body, start_loader, wait_until
+
+
+def body(ctrl: str = "ok", sleep: float = 0) -> dict:
+    return once_body("faulty", {"text": {"text": base64.b64encode(b"hi").decode()}}, {"ctrl": ctrl, "sleep": sleep})
+
+
+def test_plugin_killed_mid_request_then_restarted(tmp_path: Path) -> None:
+    """A request in flight when the worker dies gets 503 at once; the worker comes back; the next
+    request succeeds; the restart is counted in /metrics."""
+    loader = start_loader(tmp_path, WRAPPERS / "faulty")
+    try:
+        [plugin] = loader.plugin_pids()
+        result: dict = {}
+
+        def slow() -> None:
+            t = time.monotonic()
+            result["r"] = loader.post("/v1/svcName", body(sleep=30))
+            result["t"] = time.monotonic() - t
+
+        th = threading.Thread(target=slow)
+        th.start()
+        time.sleep(0.5)
+        os.kill(plugin, signal.SIGKILL)
+        th.join(10)
+        status, hdrs, resp = result["r"]
+        assert status == 503 and resp["header"]["code"] == 12503, resp
+        assert "Retry-After" in hdrs
+        assert result["t"] < 2.0
+        assert wait_until(lambda: loader.get("/ready")[0] == 200, 20)
+        [new_plugin] = loader.plugin_pids()
+        assert new_plugin != plugin
+        status, _, resp = loader.post("/v1/svcName", body())
+        assert status == 200 and resp["payload"]["result"]["text"] == "hi"
+        assert b"aiges_worker_restarts_total 1.0" in loader.get("/metrics")[2]
+        # a wrapper that kills its own process: same story
+        status, _, resp = loader.post("/v1/svcName", body("crash"))
+        assert status == 503 and resp["header"]["code"] == 12503
+        assert wait_until(lambda: loader.get("/ready")[0] == 200, 20)
+        assert loader.post("/v1/svcName", body())[0] == 200
+    finally:
+        assert loader.stop() == 0
+
+
+def test_loader_sigkill_takes_plugin_down(tmp_path: Path) -> None:
+    loader = start_loader(tmp_path, WRAPPERS / "faulty")
+    [plugin] = loader.plugin_pids()
+    os.kill(loader.pid, signal.SIGKILL)
+    loader.proc.wait()
+    assert wait_until(lambda: not alive(plugin), 2.0), "plugin outlived its loader by more than 2 s"
+
+
+def test_sigterm_drains_in_flight_requests_and_calls_fini(tmp_path: Path) -> None:
+    marker = tmp_path / "fini.txt"
+    loader = start_loader(tmp_path, WRAPPERS / "faulty", aiges="workerThreads = 8",
+                          env={"FAULTY_FINI_MARKER": str(marker)})
+    [plugin] = loader.plugin_pids()
+    results: list = []
+
+    def call() -> None:
+        results.append(loader.post("/v1/svcName", body(sleep=1.0)))
+
+    threads = [threading.Thread(target=call) for _ in range(6)]
+    for t in threads:
+        t.start()
+    time.sleep(0.3)
+    loader.proc.send_signal(signal.SIGTERM)
+    for t in threads:
+        t.join(15)
+    assert [r[0] for r in results] == [200] * 6, results
+    assert loader.proc.wait(15) == 0
+    assert not alive(plugin)
+    assert marker.read_text() == "fini called"
+
+
+def test_init_failure_is_one_clear_line_and_exit_1(tmp_path: Path) -> None:
+    loader = start_loader(tmp_path, WRAPPERS / "init_fail", expect_fail=True)
+    assert loader.proc.wait(20) == 1
+    err = loader.stderr()
+    lines = [ln for ln in err.splitlines() if "cannot start the wrapper" in ln]
+    assert len(lines) == 1, err
+    assert "init_fail/wrapper.py" in lines[0] and "FileNotFoundError" in lines[0] and "model.bin" in lines[0]
+    assert not child_pids(loader.pid)
+
+
+def test_import_failure_names_file_and_exception(tmp_path: Path) -> None:
+    loader = start_loader(tmp_path, WRAPPERS / "import_fail", expect_fail=True)
+    assert loader.proc.wait(20) == 1
+    line = next(ln for ln in loader.stderr().splitlines() if "cannot start the wrapper" in ln)
+    assert "wrapper.py" in line and "ModuleNotFoundError" in line and "a_module_that_does_not_exist" in line
+
+
+def test_keep_serving_503_when_configured(tmp_path: Path) -> None:
+    loader = start_loader(tmp_path, WRAPPERS / "init_fail", aiges="exitOnInitFailure = false\nrestartBackoffMax = 0.5")
+    try:
+        status, _, resp = loader.get("/ready")
+        assert status == 503 and resp["status"] == "NOT_READY"
+        status, hdrs, resp = loader.post("/v1/svcName", body())
+        assert status == 503 and resp["header"]["code"] == 12503 and "Retry-After" in hdrs
+    finally:
+        assert loader.stop() == 0
+
+
+def test_chatty_wrapper_never_blocks(tmp_path: Path) -> None:
+    """2,000 stdout + stderr lines per request: the loader drains them into app.log."""
+    loader = start_loader(tmp_path, WRAPPERS / "faulty")
+    try:
+        for _ in range(3):
+            status, _, _ = loader.post("/v1/svcName", body("print"), timeout=20)
+            assert status == 200
+        assert wait_until(lambda: "chatty wrapper line 1999" in (loader.log_dir / "app.log").read_text(), 5)
+    finally:
+        loader.stop()
+
+
+@pytest.mark.parametrize("workers", [2])
+def test_several_workers_share_load(tmp_path: Path, workers: int) -> None:
+    loader = start_loader(tmp_path, WRAPPERS / "faulty", aiges=f"workers = {workers}\nworkerThreads = 1")
+    try:
+        assert len(loader.plugin_pids()) == workers
+        results: list = []
+        threads = [threading.Thread(target=lambda: results.append(loader.post("/v1/svcName", body(sleep=0.5))))
+                   for _ in range(4)]
+        t = time.monotonic()
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join(10)
+        # 4 calls of 0.5 s on 2 single-thread workers: ~1 s, not 2 s
+        assert time.monotonic() - t < 1.8
+        assert all(r[0] == 200 for r in results)
+    finally:
+        loader.stop()

@@ -1,0 +1,2 @@
+"""Import fails: a missing dependency."""
+import a_module_that_does_not_exist  # noqa: F401
