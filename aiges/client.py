@@ -42,13 +42,14 @@ import http.client
 import types
 import urllib.parse
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Mapping, Union
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
 
 import orjson
 
 __all__ = [
-    "ClientError", "Input", "Result", "OnceResponse", "HttpClient", "StreamSession",
-    "build_envelope", "decode_outputs", "service_from_url", "TRANSPORT_ERROR",
+    "TRANSPORT_ERROR", "ClientError", "HttpClient", "Input", "OnceResponse", "Result", "StreamSession",
+    "build_envelope", "decode_outputs", "service_from_url",
 ]
 
 #: ``ClientError.code`` for failures the server did not report itself: connection refused or
@@ -89,9 +90,9 @@ class Input:
             raise ValueError(f"Input.type must be one of {', '.join(DATA_FIELDS)}; got {self.type!r}")
 
 
-InputValue = Union[str, bytes, Input]
+InputValue = str | bytes | Input
 #: an expect object: a data type name (``"text"``) or the full object (``{"data_type": "image", ...}``)
-ExpectValue = Union[str, Mapping[str, Any]]
+ExpectValue = str | Mapping[str, Any]
 
 
 @dataclass(frozen=True)
@@ -205,7 +206,8 @@ def decode_outputs(payload: Mapping[str, Any] | None, text_raw: bool) -> list[Re
 def _header(doc: Any) -> dict[str, Any]:
     if not isinstance(doc, dict) or not isinstance(doc.get("header"), dict):
         raise ClientError(TRANSPORT_ERROR, f"the server's answer is not an envelope: {str(doc)[:200]!r}")
-    return doc["header"]
+    header: dict[str, Any] = doc["header"]
+    return header
 
 
 def _code(header: Mapping[str, Any]) -> int:
@@ -401,7 +403,7 @@ class StreamSession:
         while not self._finished:
             try:
                 msg = await self._ws.receive(timeout=self.timeout)
-            except (asyncio.TimeoutError, TimeoutError):
+            except asyncio.TimeoutError:  # TimeoutError itself from Python 3.11 on
                 raise ClientError(TRANSPORT_ERROR, f"no frame from the server for {self.timeout:g}s",
                                   self.sid) from None
             if msg.type == aiohttp.WSMsgType.TEXT:

@@ -46,8 +46,10 @@ class DataListNode:
 class DataListCls:
     """The list of input items of one request or frame; ``get(key)`` returns the first match."""
 
-    def __init__(self, list: Any = None) -> None:  # noqa: A002 - upstream's keyword name
+    def __init__(self, list: Any = None, params: dict[str, str] | None = None) -> None:  # noqa: A002
         self.list = [] if list is None else list
+        # aiges addition: in a session, the params sent with this frame (upstream dropped them)
+        self.params: dict[str, str] = params or {}
 
     def get(self, key: str) -> Any:
         for item in self.list:

@@ -248,6 +248,7 @@ class WorkerPool:
         self.restarts = 0
         self._on_restart = on_restart
         self._watchers: list[asyncio.Task[Any]] = []
+        self._rr = 0
 
     # ---- lifecycle
     async def start(self) -> None:
@@ -331,10 +332,18 @@ class WorkerPool:
         return sum(1 for w in self.workers if w.ready)
 
     def pick(self) -> Worker:
+        """The ready worker with the least work (calls in flight + open sessions); ties rotate."""
         best: Worker | None = None
-        for w in self.workers:
-            if w.ready and (best is None or len(w.inflight) < len(best.inflight)):
-                best = w
+        best_load = 0
+        n = len(self.workers)
+        self._rr = (self._rr + 1) % n
+        for i in range(n):
+            w = self.workers[(self._rr + i) % n]
+            if not w.ready:
+                continue
+            load = len(w.inflight) + len(w.sessions)
+            if best is None or load < best_load:
+                best, best_load = w, load
         if best is None:
             raise errors.WorkerUnavailable("no plugin worker is ready (starting or restarting); retry shortly",
                                            retry_after=1)

@@ -152,7 +152,8 @@ class WrapperHost:
         if self.obj is None:
             return pb.Ret(ret=errors.USER_EXEC_ERROR, msg="wrapper is not initialised")
         try:
-            code = self.obj.wrapperWrite(msg.handle, DataListCls(list(msg.req.list)), msg.sid)
+            req = DataListCls(list(msg.req.list), dict(msg.req.params))
+            code = self.obj.wrapperWrite(msg.handle, req, msg.sid)
         except Exception as e:  # noqa: BLE001
             logger.error("wrapperWrite raised\n%s", traceback.format_exc())
             return pb.Ret(ret=errors.WRAPPER_WRITE, msg=exception_text("wrapperWrite", e))

@@ -9,9 +9,9 @@ client tests: the text ``!fail`` answers ``response_err(401)``, whose message is
 from aiges.core.types import *  # noqa: F401,F403
 
 try:
-    from aiges_embed import ResponseData, Response, DataListCls  # c++
+    from aiges_embed import ResponseData, Response  # c++
 except Exception:
-    from aiges.dto import Response, ResponseData, DataListCls
+    from aiges.dto import Response, ResponseData
 
 from aiges.sdk import WrapperBase, StringBodyField
 

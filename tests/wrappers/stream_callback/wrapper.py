@@ -71,11 +71,11 @@ class Wrapper(WrapperBase):
         log.info("wrapperCreate handle=%s tag=%s sid=%s", s.handle, userTag, sid)
         return s
 
-    def _results(cls, sess, node):
+    def _results(cls, sess, node, frame_params):
         sess["n"] += 1
         text = node.data.decode("utf-8", "replace")
         info = {"frame": sess["n"], "key": node.key, "status": node.status, "text": text,
-                "ctrl": sess["params"].get("ctrl"), "params": getattr(node, "desc", None) and dict(node.desc)}
+                "ctrl": sess["params"].get("ctrl"), "frame_params": frame_params, "sid": sess["sid"]}
         items = []
         d = ResponseData()
         d.key = "result"
@@ -102,7 +102,7 @@ class Wrapper(WrapperBase):
         for node in req.list:
             if node.data == b"fail":
                 return 55
-            res = cls._results(sess, node)
+            res = cls._results(sess, node, dict(getattr(req, "params", {}) or {}))
             if sess["params"].get("ctrl") == "async":
                 def later(r=res, tag=sess["tag"]):
                     time.sleep(0.02)

@@ -1,0 +1,254 @@
+"""Streaming sessions over WebSocket with real processes (PROTOCOL.md §5)."""
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import aiohttp
+import pytest
+
+from tests.utils import WRAPPERS, Loader, start_loader, wait_until
+
+PNG = (WRAPPERS / "image_stats" / "test_data" / "test.png").read_bytes()
+
+
+def frame(svc: str | None, key: str, data: bytes, status: int, field: str = "text",
+          params: dict[str, Any] | None = None) -> str:
+    doc: dict[str, Any] = {"header": {"status": status},
+                           "payload": {key: {field: base64.b64encode(data).decode(), "status": status}}}
+    if svc is not None:
+        doc["parameter"] = {svc: params or {}}
+    return json.dumps(doc)
+
+
+async def session(url: str, frames: list[str], delay: float = 0.0, close_after: int | None = None,
+                  read_all: bool = True) -> list[dict[str, Any]]:
+    """Send frames, collect every message until the server closes (or `close_after` frames sent)."""
+    out: list[dict[str, Any]] = []
+    async with aiohttp.ClientSession() as s:
+        async with s.ws_connect(url.replace("http://", "ws://")) as ws:
+            for i, f in enumerate(frames):
+                await ws.send_str(f)
+                if delay:
+                    await asyncio.sleep(delay)
+                if close_after is not None and i + 1 >= close_after:
+                    await ws.close()
+                    return out
+            if read_all:
+                async for msg in ws:
+                    if msg.type == aiohttp.WSMsgType.TEXT:
+                        out.append(json.loads(msg.data))
+                out.append({"closed": ws.close_code})
+    return out
+
+
+def results(msgs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [m for m in msgs if "payload" in m]
+
+
+@pytest.fixture(scope="module")
+def streamcb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loader]:
+    d = tmp_path_factory.mktemp("streamcb")
+    log = d / "destroy.log"
+    loader = start_loader(d, WRAPPERS / "stream_callback", ws="readTimeout = 1\nsessionTimeout = 3",
+                          env={"STREAM_DESTROY_LOG": str(log)})
+    loader.extra["destroy_log"] = log
+    yield loader
+    loader.stop()
+
+
+def destroyed(loader: Loader) -> list[str]:
+    p: Path = loader.extra["destroy_log"]
+    return p.read_text().split() if p.exists() else []
+
+
+def test_frames_in_order_results_pushed_typed_and_closed(streamcb: Loader) -> None:
+    before = len(destroyed(streamcb))
+    frames = [frame("streamcb", "text", b"first", 0), frame(None, "text", b"img:\x89PNGbytes", 1),
+              frame(None, "text", b"third", 1), frame(None, "text", b"last", 2)]
+    msgs = asyncio.run(session(streamcb.url + "/v1/svcName", frames))
+    assert msgs[0]["header"] == {"code": 0, "message": "success", "sid": msgs[0]["header"]["sid"], "status": 0}
+    res = results(msgs)
+    texts = [json.loads(base64.b64decode(m["payload"]["result"]["text"])) for m in res]
+    assert [t["frame"] for t in texts] == [1, 2, 3, 4]
+    assert [t["text"] for t in texts][-1] == "last"
+    assert [m["payload"]["result"]["seq"] for m in res] == ["1", "2", "3", "4"]
+    assert base64.b64decode(res[1]["payload"]["thumb"]["image"]) == b"\x89PNGbytes"  # type kept: image
+    assert res[-1]["header"]["status"] == 2
+    assert msgs[-1] == {"closed": 1000}
+    assert wait_until(lambda: len(destroyed(streamcb)) == before + 1, 3)
+
+
+def test_later_frame_params_are_passed_on_and_sid_given(streamcb: Loader) -> None:
+    frames = [frame("streamcb", "text", b"a", 0, params={"ctrl": "sync"}),
+              json.dumps({"parameter": {"streamcb": {"ctrl": "sync", "late": 5}},
+                          "payload": {"text": {"text": base64.b64encode(b"b").decode(), "status": 2}}})]
+    msgs = asyncio.run(session(streamcb.url + "/v1/private/streamcb", frames))
+    infos = [json.loads(base64.b64decode(m["payload"]["result"]["text"])) for m in results(msgs)]
+    assert infos[1]["frame_params"]["late"] == "5" and infos[1]["frame_params"]["ctrl"] == "sync"
+    assert infos[0]["sid"] == msgs[0]["header"]["sid"]
+
+
+def test_async_callback_results_from_threads(streamcb: Loader) -> None:
+    frames = [frame("streamcb", "text", str(i).encode(), 0 if i == 0 else (2 if i == 4 else 1),
+                    params={"ctrl": "async"}) for i in range(5)]
+    msgs = asyncio.run(session(streamcb.url + "/v1/svcName", frames, delay=0.05))
+    res = results(msgs)
+    assert [json.loads(base64.b64decode(m["payload"]["result"]["text"]))["text"] for m in res] == list("01234")
+
+
+def test_client_disconnect_destroys_once(streamcb: Loader) -> None:
+    before = len(destroyed(streamcb))
+    asyncio.run(session(streamcb.url + "/v1/svcName", [frame("streamcb", "text", b"a", 0)], delay=0.2,
+                        close_after=1))
+    assert wait_until(lambda: len(destroyed(streamcb)) == before + 1, 3)
+    time.sleep(0.3)
+    assert len(destroyed(streamcb)) == before + 1
+
+
+def test_read_timeout_error_frame_then_close(streamcb: Loader) -> None:
+    before = len(destroyed(streamcb))
+    t = time.monotonic()
+    msgs = asyncio.run(session(streamcb.url + "/v1/svcName", [frame("streamcb", "text", b"a", 0)]))
+    assert 0.8 < time.monotonic() - t < 3
+    err = msgs[-2]
+    assert err["header"]["code"] == 10114 and "readTimeout" in err["header"]["message"] and err["header"]["sid"]
+    assert wait_until(lambda: len(destroyed(streamcb)) == before + 1, 3)
+
+
+def test_session_timeout(streamcb: Loader) -> None:
+    before = len(destroyed(streamcb))
+    frames = [frame("streamcb", "text", b"x", 0 if i == 0 else 1) for i in range(8)]
+    msgs = asyncio.run(session(streamcb.url + "/v1/svcName", frames, delay=0.5))
+    errs = [m for m in msgs if m.get("header", {}).get("code")]
+    assert errs and errs[0]["header"]["code"] == 10114 and "sessionTimeout" in errs[0]["header"]["message"]
+    assert wait_until(lambda: len(destroyed(streamcb)) == before + 1, 3)
+
+
+def test_bad_json_frame_10163(streamcb: Loader) -> None:
+    before = len(destroyed(streamcb))
+    msgs = asyncio.run(session(streamcb.url + "/v1/svcName", [frame("streamcb", "text", b"a", 0), "{oops"]))
+    err = [m for m in msgs if m.get("header", {}).get("code")][0]
+    assert err["header"]["code"] == 10163 and "parse request json error" in err["header"]["message"]
+    assert msgs[-1] == {"closed": 1000}
+    assert wait_until(lambda: len(destroyed(streamcb)) == before + 1, 3)
+
+
+def test_unknown_input_key(streamcb: Loader) -> None:
+    msgs = asyncio.run(session(streamcb.url + "/v1/svcName", [frame("streamcb", "nope", b"a", 0)]))
+    err = msgs[0]
+    assert err["header"]["code"] == 10107 and "payload.nope" in err["header"]["message"]
+
+
+def test_wrapper_errors_end_session_with_frame(streamcb: Loader) -> None:
+    msgs = asyncio.run(session(streamcb.url + "/v1/svcName",
+                               [frame("streamcb", "text", b"a", 0, params={"ctrl": "create_fail"})]))
+    assert msgs[0]["header"]["code"] == 77 and "cannot create" in msgs[0]["header"]["message"]
+    before = len(destroyed(streamcb))
+    msgs = asyncio.run(session(streamcb.url + "/v1/svcName",
+                               [frame("streamcb", "text", b"a", 0), frame(None, "text", b"fail", 1)]))
+    err = [m for m in msgs if m.get("header", {}).get("code")][0]
+    assert err["header"]["code"] == 55 and "frame rejected" in err["header"]["message"]
+    assert wait_until(lambda: len(destroyed(streamcb)) == before + 1, 3)
+
+
+def test_32_concurrent_sessions_each_get_their_own_results(streamcb: Loader) -> None:
+    async def one(i: int) -> list[str]:
+        frames = [frame("streamcb", "text", f"s{i}-f{j}".encode(), 0 if j == 0 else (2 if j == 5 else 1))
+                  for j in range(6)]
+        msgs = await session(streamcb.url + "/v1/svcName", frames, delay=0.01)
+        return [json.loads(base64.b64decode(m["payload"]["result"]["text"]))["text"] for m in results(msgs)]
+
+    async def all_sessions() -> list[list[str]]:
+        return await asyncio.gather(*(one(i) for i in range(32)))
+
+    out = asyncio.run(all_sessions())
+    for i, texts in enumerate(out):
+        assert texts == [f"s{i}-f{j}" for j in range(6)]
+
+
+def test_get_without_upgrade_is_405(streamcb: Loader) -> None:
+    status, _, resp = streamcb.get("/v1/svcName")
+    assert status == 405 and "WebSocket" in resp["header"]["message"]
+
+
+def test_ping_echo(streamcb: Loader) -> None:
+    async def go() -> list[str]:
+        async with aiohttp.ClientSession() as s:
+            async with s.ws_connect(streamcb.url.replace("http", "ws") + "/ping") as ws:
+                await ws.send_str("ping")
+                a = await ws.receive_str()
+                await ws.send_str("hello")
+                return [a, await ws.receive_str()]
+    assert asyncio.run(go()) == ["pong", "hello"]
+
+
+@pytest.mark.parametrize("name", ["stream_read", "stream_threads"])
+def test_other_streaming_styles(tmp_path: Path, name: str) -> None:
+    log = tmp_path / "destroy.log"
+    loader = start_loader(tmp_path, WRAPPERS / name, env={"STREAM_DESTROY_LOG": str(log)})
+    try:
+        frames = [frame(None, "text", b"abc", 0), frame(None, "text", b"def", 1), frame(None, "text", b"ghi", 2)]
+        msgs = asyncio.run(session(loader.url + "/v1/svcName", frames, delay=0.02))
+        got = [base64.b64decode(m["payload"]["result"]["text"]) for m in results(msgs)]
+        assert got == ([b"ABC", b"DEF", b"GHI"] if name == "stream_read" else [b"cba", b"fed", b"ihg"])
+        assert msgs[-1] == {"closed": 1000}
+        if name == "stream_read":
+            assert wait_until(lambda: log.exists() and len(log.read_text().split()) == 1, 3)
+    finally:
+        loader.stop()
+
+
+def test_compat_wrapper_session_methods_unchanged(image_stats: Loader) -> None:
+    frames = [frame("svcName", "img", PNG, 0, field="image"), frame(None, "img", PNG, 1, field="image"),
+              frame(None, "img", PNG, 2, field="image")]
+    msgs = asyncio.run(session(image_stats.url + "/v1/svcName", frames))
+    infos = [json.loads(base64.b64decode(m["payload"]["result"]["text"])) for m in results(msgs)]
+    assert [i["frame"] for i in infos] == [1, 2, 3] and infos[0]["width"] == 28
+    assert msgs[-1] == {"closed": 1000}
+
+
+def test_worker_death_ends_session_with_error_others_go_on(tmp_path: Path) -> None:
+    loader = start_loader(tmp_path, WRAPPERS / "stream_callback", aiges="workers = 2",
+                          ws="readTimeout = 10")
+
+    async def go() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        async with aiohttp.ClientSession() as s:
+            a = await s.ws_connect(loader.url.replace("http", "ws") + "/v1/svcName")
+            await a.send_str(frame("streamcb", "text", b"a", 0))
+            await a.receive_str()  # ack
+            await a.receive_str()  # result 1
+            b = await s.ws_connect(loader.url.replace("http", "ws") + "/v1/svcName")
+            await b.send_str(frame("streamcb", "text", b"b", 0))
+            await b.receive_str()
+            await b.receive_str()
+            # the two sessions are on different workers (least-loaded balancing): kill a's worker
+            pids = loader.plugin_pids()
+            assert len(pids) == 2
+            os.kill(pids[0], signal.SIGKILL)
+            out_a: list[dict[str, Any]] = []
+            out_b: list[dict[str, Any]] = []
+            for ws, out in ((a, out_a), (b, out_b)):
+                try:
+                    await ws.send_str(frame(None, "text", b"z", 2))
+                except ConnectionError:
+                    pass
+                async for msg in ws:
+                    if msg.type == aiohttp.WSMsgType.TEXT:
+                        out.append(json.loads(msg.data))
+            return out_a, out_b
+
+    try:
+        out_a, out_b = asyncio.run(go())
+        outs = [out_a, out_b]
+        failed = [o for o in outs if o and o[-1]["header"]["code"] == 12503]
+        ok = [o for o in outs if o and o[-1]["header"]["code"] == 0 and o[-1]["header"]["status"] == 2]
+        assert len(failed) == 1 and len(ok) == 1, outs
+    finally:
+        loader.stop()
