@@ -41,8 +41,8 @@ import binascii
 import http.client
 import types
 import urllib.parse
-from dataclasses import dataclass, field
 from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
