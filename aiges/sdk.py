@@ -175,17 +175,28 @@ class PayloadField(Field):
         data = self.raw_test_bytes()
         return base64.b64encode(data) if self.need_base64 else data
 
+    def allowed_encodings(self) -> list[str]:
+        """The class's known encodings plus the field's own (a wrapper may declare any encoding)."""
+        known = list(self.encodings)
+        if self.encoding and self.encoding not in known:
+            known.append(self.encoding)
+        return known
+
     def describe(self) -> dict[str, Any]:
         d: dict[str, Any] = {"key": self.key, "dataType": self.type_name, "type": self.data_type,
                              "encoding": self.encoding, "format": self.format, "compress": self.compress,
                              "status": self.status}
-        if self.encodings:
-            d["encodings"] = list(self.encodings)
+        encodings = self.allowed_encodings()
+        if encodings:
+            d["encodings"] = encodings
         if self.description:
             d["description"] = self.description
         data = self.raw_test_bytes()
         if data and len(data) <= EXAMPLE_LIMIT:
             d["example"] = base64.b64encode(data).decode("ascii")
+        elif data:
+            # too big to inline into the schema (it travels over gRPC and into every Swagger page)
+            d["exampleNote"] = f"test data of {len(data)} bytes is larger than the {EXAMPLE_LIMIT} bytes shown"
         return d
 
 
@@ -444,30 +455,61 @@ class WrapperBase:
 
     def check_resp(self, resp: Any) -> list[str]:
         """The rules upstream's check_resp enforced, as a list of problems (empty = valid)."""
+        return [problem for problem, _fix in self.resp_problems(resp)]
+
+    def resp_problems(self, resp: Any, method: str = "wrapperOnceExec",
+                      statuses: tuple[int, ...] = (2, 3)) -> list[tuple[str, str]]:
+        """``check_resp``'s rules as (problem, how to fix it) pairs; ``aiges check`` prints both."""
         if not isinstance(resp, Response):
-            return [f"wrapperOnceExec must return aiges.dto.Response, got {type(resp).__name__}"]
+            return [(f"{method} returned {type(resp).__name__}, not aiges.dto.Response",
+                     "build `res = Response()`, set `res.list = [ResponseData(...)]` and return res")]
         if resp.error_code != 0:
             return []
         items = [x for x in resp.list if not (isinstance(x, ResponseData) and x.is_placeholder())]
         if not items:
-            return ["Response.list is empty: add a ResponseData or return res.response_err(code)"]
+            return [("Response.list is empty",
+                     "append a ResponseData to res.list, or return res.response_err(code) for a failure")]
         accepts = {a.key: a for a in type(self).fields()["accepts"]}
-        problems, seen = [], set()
+        declared = ", ".join(sorted(accepts)) or "nothing"
+        wanted = " or ".join(str(s) for s in statuses)
+        problems: list[tuple[str, str]] = []
+        seen: set[str] = set()
         for x in items:
             if not isinstance(x.data, (bytes, memoryview)):
-                problems.append(f"output '{x.key}': data must be bytes, got {type(x.data).__name__}")
+                problems.append((f"output '{x.key}': data is {type(x.data).__name__}, not bytes",
+                                 "use item.setData(value.encode('utf-8')) or pass bytes"))
             if x.key in seen:
-                problems.append(f"output key '{x.key}' appears twice")
+                problems.append((f"output key '{x.key}' appears twice in one Response",
+                                 "give every ResponseData of one Response its own key"))
             seen.add(x.key)
-            if x.status not in (2, 3):
-                problems.append(f"output '{x.key}': status must be 3 (once) or 2 (end), got {x.status}")
+            if x.status not in statuses:
+                problems.append((f"output '{x.key}': status is {x.status}, expected {wanted}",
+                                 "set item.status = Once (3) for a once result, DataEnd (2) for a session's "
+                                 "last result"))
             if accepts and x.key not in accepts:
-                problems.append(f"output key '{x.key}' is not declared in responseCls "
-                                f"(declared: {', '.join(sorted(accepts))})")
+                problems.append((f"output key '{x.key}' is not declared in responseCls (declared: {declared})",
+                                 f"declare it in the response class, e.g. `accept_{x.key} = "
+                                 f"{_field_class(x.type)}(key=\"{x.key}\")`, or return one of: {declared}"))
             elif accepts and accepts[x.key].data_type != x.type:
-                problems.append(f"output '{x.key}': type {TYPE_NAMES.get(x.type, x.type)} differs from the "
-                                f"declared {TYPE_NAMES.get(accepts[x.key].data_type)}")
+                want = TYPE_NAMES.get(accepts[x.key].data_type, "other")
+                problems.append((f"output '{x.key}': type {TYPE_NAMES.get(x.type, x.type)} differs from the "
+                                 f"declared {want}",
+                                 f"call item.setDataType({_type_constant(accepts[x.key].data_type)}) or declare "
+                                 f"'{x.key}' as {_field_class(x.type)} in responseCls"))
+        if not accepts:
+            problems.append(("responseCls declares no outputs",
+                             "add e.g. `accept1 = StringBodyField(key=\"result\")` to the response class"))
         return problems
+
+
+def _field_class(data_type: int) -> str:
+    return {STRING: "StringBodyField", IMAGE: "ImageBodyField", AUDIO: "AudioBodyField",
+            VIDEO: "VideoBodyField"}.get(data_type, "StringBodyField")
+
+
+def _type_constant(data_type: int) -> str:
+    return {STRING: "DataText", AUDIO: "DataAudio", IMAGE: "DataImage", VIDEO: "DataVideo",
+            OTHER: "DataOther"}.get(data_type, str(data_type))
 
 
 def _stringify(v: Any) -> str:
@@ -479,21 +521,27 @@ def _stringify(v: Any) -> str:
 
 
 def _expect_schema(a: dict[str, Any]) -> dict[str, Any]:
-    return {"type": "object", "description": f"expected output '{a['key']}' (optional)", "properties": {
-        "encoding": {"type": "string", "example": a.get("encoding") or "utf8"},
-        "compress": {"type": "string", "example": a.get("compress") or "raw"},
-        "format": {"type": "string", "example": a.get("format") or "plain"},
-        "data_type": {"type": "string", "enum": ["text", "image", "audio", "video", "other"],
-                      "example": a["dataType"]}}}
+    """``parameter.<svc>.<acceptKey>``: how the client wants one output (optional; upstream required it)."""
+    return {"type": "object", "description": f"expected output '{a['key']}' (optional): its attributes and "
+                                             f"data_type; when given, the output must have this type",
+            "properties": {
+                "encoding": {"type": "string", "example": a.get("encoding") or "utf8"},
+                "compress": {"type": "string", "example": a.get("compress") or "raw"},
+                "format": {"type": "string", "example": a.get("format") or "plain"},
+                "data_type": {"type": "string", "enum": ["text", "image", "audio", "video", "other"],
+                              "example": a["dataType"]}}}
 
 
 def _payload_schema(f: dict[str, Any], is_input: bool) -> dict[str, Any]:
+    """One payload item as JSON Schema, typed as upstream's legacy schema (its Go loader casts
+    WebSocket attributes by these types); ``aiges.loader.openapi`` describes our own loader's
+    string attributes separately."""
+    data_desc = "base64 of the data" if is_input or f["dataType"] != "text" else "the text, raw UTF-8"
     props: dict[str, Any] = {
         "encoding": {"type": "string", **({"enum": f["encodings"]} if f.get("encodings") else {})},
         "status": {"type": "integer", "enum": [0, 1, 2, 3]},
         "seq": {"type": "integer"},
-        f["dataType"]: {"type": "string", "description": "base64 data" if is_input or f["dataType"] != "text"
-                        else "raw UTF-8 text", **({"minLength": 1} if is_input else {})},
+        f["dataType"]: {"type": "string", "description": data_desc},
     }
     if f["dataType"] == "text":
         props["compress"] = {"type": "string"}

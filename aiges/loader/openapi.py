@@ -1,69 +1,354 @@
 """OpenAPI 3 document generated from the wrapper's schema, and Swagger UI served offline.
 
-Swagger UI's files come from the ``swagger-ui-bundle`` package (no CDN: works with no network).
+The document describes *this* loader (string ``seq``/``status`` attributes, raw text outputs,
+the optional expect objects, honest error statuses), built from the schema's ``fields`` section;
+``schemainput``/``schemaoutput`` stay shaped for upstream's Go loader and are only a fallback for a
+wrapper whose ``schema()`` has no ``fields``.  The request example is built from the fields' test
+values and repaired with the loader's own validation rules, so Swagger's "Try it out" sends a
+request the service accepts.  ``servers`` is relative: the page works on any host and port.
+
+Swagger UI's files come from the ``swagger-ui-bundle`` package (no CDN, works with no network);
+the index page is ours, so it loads our document and never calls the online spec validator.
 """
 from __future__ import annotations
 
 import os
+import weakref
 from typing import Any
 
 import orjson
 from aiohttp import web
 
-from aiges import __version__
+from aiges import __version__, errors
 from aiges.loader.state import SCHEMA, SETTINGS
+from aiges.loader.validate import ParamRule, param_problem, param_rules
 
 try:
     from swagger_ui_bundle import swagger_ui_path as SWAGGER_DIR
 except ImportError:  # pragma: no cover - the package is an install requirement
     SWAGGER_DIR = ""
 
+DATA_FIELDS = ("text", "audio", "image", "video", "other")
+
 INDEX_HTML = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="UTF-8"><title>{title}</title>
-<link rel="stylesheet" type="text/css" href="swagger-ui.css"></head>
+<link rel="stylesheet" type="text/css" href="swagger-ui.css">
+<link rel="icon" type="image/png" href="favicon-32x32.png" sizes="32x32">
+<style>body {{ margin: 0; }}</style></head>
 <body><div id="swagger-ui"></div>
 <script src="swagger-ui-bundle.js"></script>
-<script src="swagger-ui-standalone-preset.js"></script>
 <script>
-window.onload = function() {{
-  window.ui = SwaggerUIBundle({{url: "/openapi.json", dom_id: "#swagger-ui", deepLinking: true,
-    presets: [SwaggerUIBundle.presets.apis], layout: "BaseLayout"}});
+window.onload = function () {{
+  // "../openapi.json": relative, so the page also works behind a path prefix
+  window.ui = SwaggerUIBundle({{url: "../openapi.json", dom_id: "#swagger-ui", deepLinking: true,
+    presets: [SwaggerUIBundle.presets.apis], layout: "BaseLayout", validatorUrl: null,
+    displayRequestDuration: true, defaultModelsExpandDepth: 0}});
 }};
 </script></body></html>
 """
 
+# status → (description, component name, example code, example message)
+ERRORS: dict[str, tuple[str, str, int, str]] = {
+    "400": ("bad request: body not JSON (10000), bad base64 (10001), envelope shape (10009), "
+            "a field breaks the schema (10107)", "BadRequest", errors.INVALID_PARAM, ""),
+    "401": ("missing or wrong API key (only when API keys are configured)", "Unauthorized",
+            errors.UNAUTHORIZED, "missing API key: send it in the x-api-key header"),
+    "404": ("unknown route", "NotFound", errors.NOT_FOUND, "no route /v1/nothing"),
+    "413": ("request body larger than [aiges] maxBodyMB", "TooLarge", errors.BODY_TOO_LARGE,
+            "request body is larger than the limit of 64 MB ([aiges] maxBodyMB)"),
+    "429": ("overloaded: too many requests in flight; retry after Retry-After seconds", "Overloaded",
+            errors.OVERLOADED, "too many requests in flight"),
+    "500": ("the wrapper failed: response_err(N) (code N, message from wrapperError), raised or returned "
+            "nothing (10909), or an output contradicts the expect object (10106)", "WrapperError",
+            errors.WRAPPER_EXEC, "wrapperOnceExec raised RuntimeError: ..."),
+    "503": ("no plugin worker available (starting, restarting or down)", "Unavailable",
+            errors.WORKER_UNAVAILABLE, "no plugin worker is ready"),
+    "504": ("deadline passed ([aiges] deadline or the X-Aiges-Deadline header)", "Timeout",
+            errors.DEADLINE, "deadline of 60s passed"),
+}
 
-def build_openapi(schema: dict[str, Any], routes: list[str]) -> dict[str, Any]:
-    meta = schema.get("meta") or {}
-    svc = meta.get("serviceId", "svcName")
-    request_schema = schema.get("schemainput") or {"type": "object"}
-    response_schema = schema.get("schemaoutput") or {"type": "object"}
-    error_schema = {"type": "object", "properties": {
-        "header": {"type": "object", "properties": {"code": {"type": "integer"}, "message": {"type": "string"},
-                                                     "sid": {"type": "string"}}},
-        "payload": {"nullable": True}}}
-    operation = {
-        "operationId": "callAIAbility",
-        "summary": f"once inference of {svc}",
-        "requestBody": {"required": True, "content": {"application/json": {"schema": request_schema}}},
-        "responses": {
-            "200": {"description": "success", "content": {"application/json": {"schema": response_schema}}},
-            "default": {"description": "error", "content": {"application/json": {"schema": error_schema}}},
-        },
+
+# ---------------------------------------------------------------- example values
+def _typed(rule: ParamRule, value: Any) -> Any:
+    """A param value as it looks best in JSON: numbers as numbers, booleans as booleans."""
+    if rule.type in ("number", "integer") and not isinstance(value, bool):
+        try:
+            num = float(value)
+        except (TypeError, ValueError):
+            return value
+        return int(num) if rule.type == "integer" or num.is_integer() else num
+    if rule.type == "boolean" and isinstance(value, str):
+        return value.lower() in ("true", "1")
+    return value
+
+
+def example_param(rule: ParamRule, declared: Any) -> Any:
+    """The declared test value if it follows its own rules, else the nearest value that does."""
+    if declared is not None and declared != "" and param_problem(rule, "", declared) is None:
+        return _typed(rule, declared)
+    if rule.enum:
+        return _typed(rule, rule.enum[0])
+    if rule.type in ("number", "integer"):
+        low = rule.minimum if rule.minimum is not None else 0
+        high = rule.maximum if rule.maximum is not None else low
+        try:
+            num = float(declared)
+        except (TypeError, ValueError):
+            num = low
+        return _typed(rule, min(max(num, low), max(low, high)))
+    if rule.type == "boolean":
+        return bool(declared) if isinstance(declared, bool) else False
+    text = "" if declared is None else str(declared)
+    if rule.max_length is not None:
+        text = text[:rule.max_length]
+    if rule.min_length and len(text) < rule.min_length:
+        text = text.ljust(rule.min_length, "a")
+    return text
+
+
+def example_request(schema: dict[str, Any], svc: str) -> dict[str, Any]:
+    """A complete once request built from the fields' test values (base64 of test files/values)."""
+    fields = schema.get("fields") or {}
+    declared = {str(p["key"]): p.get("example") for p in fields.get("params") or []}
+    section: dict[str, Any] = {r.key: example_param(r, declared.get(r.key)) for r in param_rules(schema)}
+    for a in fields.get("accepts") or []:
+        section[str(a["key"])] = {"encoding": a.get("encoding") or "utf8", "compress": a.get("compress") or "raw",
+                                  "format": a.get("format") or "plain", "data_type": a.get("dataType", "text")}
+    payload: dict[str, Any] = {}
+    for i in fields.get("inputs") or []:
+        item: dict[str, Any] = {}
+        if i.get("encoding"):
+            item["encoding"] = i["encoding"]
+        item["status"] = 3
+        item[i.get("dataType", "text")] = i.get("example", "")
+        payload[str(i["key"])] = item
+    return {"header": {"appid": "test", "uid": "swagger", "status": 3},
+            "parameter": {svc: section}, "payload": payload}
+
+
+def example_response(schema: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for a in (schema.get("fields") or {}).get("accepts") or []:
+        kind = a.get("dataType", "text")
+        out[str(a["key"])] = {"encoding": a.get("encoding") or "utf8", "compress": a.get("compress") or "raw",
+                              "format": a.get("format") or "plain", "seq": "0", "status": "3",
+                              kind: "(the wrapper's result)" if kind == "text" else "(base64 of the result)"}
+    return {"header": {"code": 0, "message": "success", "sid": "0d9115af-0c6b-4526-a539-05b3c8aa9cfa",
+                       "status": 3}, "payload": out}
+
+
+def example_bad_request(schema: dict[str, Any], svc: str) -> str:
+    for r in param_rules(schema):
+        if r.enum:
+            return f"parameter.{svc}.{r.key}: must be one of {', '.join(repr(e) for e in r.enum)}, got 'x'"
+        if r.type in ("number", "integer") and r.maximum is not None:
+            return f"parameter.{svc}.{r.key}: must be <= {r.maximum:g}, got '{r.maximum * 2 + 1:g}'"
+    return "payload.x: unknown input; this service declares " + ", ".join(
+        "payload." + str(i["key"]) for i in (schema.get("fields") or {}).get("inputs") or [])
+
+
+# ---------------------------------------------------------------- schemas
+def _param_schema(p: dict[str, Any]) -> dict[str, Any]:
+    s: dict[str, Any] = {"type": p.get("type", "string")}
+    for k in ("enum", "minimum", "maximum", "minLength", "maxLength", "default", "description"):
+        if k in p:
+            s[k] = p[k]
+    if s["type"] in ("number", "integer", "boolean"):
+        s["description"] = (s.get("description", "") + " (a JSON value or its string form, e.g. \"3\")").strip()
+    return s
+
+
+def _expect_schema(a: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "object",
+            "description": f"optional expect object for output '{a['key']}': the attributes to echo and its "
+                           f"data_type ({a.get('dataType', 'text')}); when given, the output must have that type",
+            "properties": {
+                "encoding": {"type": "string", "example": a.get("encoding") or "utf8"},
+                "compress": {"type": "string", "example": a.get("compress") or "raw"},
+                "format": {"type": "string", "example": a.get("format") or "plain"},
+                "data_type": {"type": "string", "enum": list(DATA_FIELDS), "example": a.get("dataType", "text")}}}
+
+
+def _input_schema(i: dict[str, Any]) -> dict[str, Any]:
+    kind = i.get("dataType", "text")
+    props: dict[str, Any] = {
+        kind: {"type": "string", "format": "byte",
+               "description": f"base64 (standard, padded) of the {kind} data" + (", UTF-8 text included" if
+                                                                                 kind == "text" else "")},
+        "encoding": {"type": "string", **({"enum": i["encodings"]} if i.get("encodings") else {}),
+                     **({"default": i["encoding"]} if i.get("encoding") else {})},
+        "status": {"type": "integer", "enum": [0, 1, 2, 3], "default": 3,
+                   "description": "3 = once (HTTP POST); on a WebSocket 0 first, 1 continue, 2 last frame"},
+        "seq": {"type": "integer", "description": "frame number (optional)"},
     }
+    if kind == "text":
+        props["compress"] = {"type": "string", "default": i.get("compress") or "raw"}
+        props["format"] = {"type": "string", "default": i.get("format") or "plain"}
+    desc = f"input '{i['key']}' ({kind}); other attributes reach the wrapper in RequestData.desc"
+    if i.get("description"):
+        desc = f"{i['description']} — {desc}"
+    return {"type": "object", "description": desc, "required": [kind], "properties": props}
+
+
+def _output_schema(a: dict[str, Any]) -> dict[str, Any]:
+    kind = a.get("dataType", "text")
+    return {"type": "object", "description": f"output '{a['key']}' ({kind})", "properties": {
+        kind: {"type": "string", "description": "the text, raw UTF-8" if kind == "text" else
+               f"base64 of the {kind} data"},
+        "encoding": {"type": "string"}, "compress": {"type": "string"}, "format": {"type": "string"},
+        "seq": {"type": "string", "description": "frame number as a string, \"0\" for once"},
+        "status": {"type": "string", "description": "\"3\" once, \"2\" a session's last result"}}}
+
+
+def _components(schema: dict[str, Any], svc: str) -> dict[str, Any]:
+    fields = schema.get("fields")
+    if fields is None:  # a wrapper with its own schema(): use its JSON Schema as given
+        request = schema.get("schemainput") or {"type": "object"}
+        response = schema.get("schemaoutput") or {"type": "object"}
+        return {"Request": request, "Response": response, "Error": _error_schema()}
+    params = fields.get("params") or []
+    section: dict[str, Any] = {p["key"]: _param_schema(p) for p in params}
+    section.update({a["key"]: _expect_schema(a) for a in fields.get("accepts") or []})
+    required = [p["key"] for p in params if p.get("required")]
+    parameter: dict[str, Any] = {"type": "object", "description": f"this service's section is '{svc}'",
+                                 "properties": {svc: {"type": "object", "properties": section,
+                                                      **({"required": required} if required else {})}}}
+    if required:
+        parameter["required"] = [svc]
+    inputs = fields.get("inputs") or []
+    payload: dict[str, Any] = {"type": "object", "description": "one item per input stream",
+                               "properties": {i["key"]: _input_schema(i) for i in inputs}}
+    request: dict[str, Any] = {
+        "type": "object", "required": ["payload"] + (["parameter"] if required else []),
+        "properties": {
+            "header": {"$ref": "#/components/schemas/RequestHeader"},
+            "parameter": parameter,
+            "payload": payload}}
+    response = {"type": "object", "properties": {
+        "header": {"type": "object", "properties": {
+            "code": {"type": "integer", "example": 0}, "message": {"type": "string", "example": "success"},
+            "sid": {"type": "string"}, "status": {"type": "integer", "example": 3}}},
+        "payload": {"type": "object", "properties": {a["key"]: _output_schema(a)
+                                                     for a in fields.get("accepts") or []}}}}
+    header = {"type": "object", "description": "request metadata; values are passed as strings", "properties": {
+        "appid": {"type": "string", "maxLength": 50}, "uid": {"type": "string", "maxLength": 50},
+        "did": {"type": "string"},
+        "status": {"type": "integer", "enum": [0, 1, 2, 3], "description": "ignored: POST is once, a WebSocket "
+                                                                             "is a session"}}}
+    return {"RequestHeader": header, "Request": request, "Response": response, "Error": _error_schema()}
+
+
+def _error_schema() -> dict[str, Any]:
+    return {"type": "object", "required": ["header", "payload"], "properties": {
+        "header": {"type": "object", "required": ["code", "message", "sid"], "properties": {
+            "code": {"type": "integer", "description": "upstream AIGES error code"},
+            "message": {"type": "string", "description": "what went wrong and which field"},
+            "sid": {"type": "string", "description": "request id, also in the server's logs"}}},
+        "payload": {"type": "object", "nullable": True, "description": "always null"}}}
+
+
+def _description(schema: dict[str, Any], svc: str, routes: list[str]) -> str:
+    fields = schema.get("fields") or {}
+    missing = [f"`{i['key']}` ({i['exampleNote']})" for i in fields.get("inputs") or [] if i.get("exampleNote")]
+    lines = [
+        f"Inference API of the **{svc}** service, generated from its wrapper.py by aiges {__version__}.",
+        "",
+        "**Once**: `POST` the JSON envelope to " + " or ".join(f"`{r}`" for r in routes) + ".",
+        "- `parameter." + svc + "` holds the parameters; an object there named after an output "
+        "(the *expect object*, e.g. `{\"data_type\": \"text\"}`) is optional.",
+        "- `payload.<input>.<text|image|audio|video|other>` holds the data as **base64** (text too).",
+        "- In the answer, text outputs are raw UTF-8, other outputs base64; `seq`/`status` are strings.",
+        "",
+        "**Streaming**: open a WebSocket (`GET` with upgrade) on the same path and send one envelope per "
+        "frame, payload `status` 0 (first), 1 (continue), 2 (last); results are pushed as they come.",
+        "",
+        "Errors keep upstream's body `{\"header\":{\"code\",\"message\",\"sid\"},\"payload\":null}` with an honest "
+        "HTTP status. The example request is built from the wrapper's declared test values.",
+    ]
+    if missing:
+        lines += ["", "Not in the example (too large): " + ", ".join(missing) + "."]
+    return "\n".join(lines)
+
+
+def _error_response(status: str, schema: dict[str, Any], svc: str) -> dict[str, Any]:
+    description, _name, code, message = ERRORS[status]
+    body = {"header": {"code": code, "message": message or example_bad_request(schema, svc),
+                       "sid": "0d9115af-0c6b-4526-a539-05b3c8aa9cfa"}, "payload": None}
+    resp: dict[str, Any] = {"description": description, "content": {"application/json": {
+        "schema": {"$ref": "#/components/schemas/Error"}, "example": body}}}
+    if status in ("429", "503"):
+        resp["headers"] = {"Retry-After": {"description": "seconds to wait before retrying",
+                                           "schema": {"type": "integer"}}}
+    return resp
+
+
+def build_openapi(schema: dict[str, Any], routes: list[str], api_keys: bool = False) -> dict[str, Any]:
+    meta = schema.get("meta") or {}
+    svc = str(meta.get("serviceId") or "svcName")
+    responses: dict[str, Any] = {"Ok": {"description": "success", "content": {"application/json": {
+        "schema": {"$ref": "#/components/schemas/Response"}, "example": example_response(schema)}}}}
+    for status, (_d, name, _c, _m) in ERRORS.items():
+        responses[name] = _error_response(status, schema, svc)
+    components: dict[str, Any] = {
+        "schemas": _components(schema, svc),
+        "requestBodies": {"OnceRequest": {"required": True, "content": {"application/json": {
+            "schema": {"$ref": "#/components/schemas/Request"},
+            "examples": {"test_values": {"summary": "the wrapper's declared test values",
+                                         "value": example_request(schema, svc)}}}}}},
+        "responses": responses,
+    }
+    if api_keys:
+        components["securitySchemes"] = {"ApiKey": {"type": "apiKey", "in": "header", "name": "x-api-key"}}
+    deadline = {"name": "X-Aiges-Deadline", "in": "header", "required": False,
+                "description": "seconds this request may take (overrides [aiges] deadline)",
+                "schema": {"type": "number", "minimum": 0, "maximum": 3600, "exclusiveMinimum": True}}
+    paths: dict[str, Any] = {}
+    for n, route in enumerate(routes):
+        op: dict[str, Any] = {
+            "tags": [svc],
+            "summary": f"once inference of {svc}" + ("" if n == 0 else " (upstream README route)"),
+            "description": "Also a WebSocket streaming session when requested with `GET` + upgrade.",
+            "operationId": "callAIAbility" if n == 0 else f"callAIAbility{n}",
+            "parameters": [deadline],
+            "requestBody": {"$ref": "#/components/requestBodies/OnceRequest"},
+            "responses": {"200": {"$ref": "#/components/responses/Ok"},
+                          **{s: {"$ref": f"#/components/responses/{e[1]}"} for s, e in ERRORS.items()}},
+        }
+        if api_keys:
+            op["security"] = [{"ApiKey": []}]
+        paths[route] = {"post": op}
+    system = {"tags": ["system"], "responses": {"200": {"description": "ok", "content": {"application/json": {
+        "schema": {"type": "object", "properties": {"status": {"type": "string"}}}}}}}}
+    paths["/health"] = {"get": dict(system, summary="liveness", operationId="health")}
+    paths["/ready"] = {"get": dict(system, summary="readiness: 200 while every worker answers, else 503",
+                                   operationId="ready",
+                                   responses=dict(system["responses"], **{"503": {"description": "not ready"}}))}
     return {
         "openapi": "3.0.3",
-        "info": {"title": f"Aiges Service doc for {svc}", "version": str(meta.get("version") or __version__),
-                 "license": {"name": "Apache 2.0"}},
-        "paths": {r: {"post": dict(operation, operationId=f"callAIAbility{i or ''}")} for i, r in enumerate(routes)},
+        "info": {"title": f"Aiges Service doc for {svc}", "description": _description(schema, svc, routes),
+                 "version": str(meta.get("version") or __version__),
+                 "license": {"name": "Apache 2.0", "url": "https://www.apache.org/licenses/LICENSE-2.0.html"}},
+        "servers": [{"url": "/", "description": "this server"}],
+        "tags": [{"name": svc, "description": "inference"}, {"name": "system", "description": "health"}],
+        "paths": paths,
+        "components": components,
     }
+
+
+# ---------------------------------------------------------------- handlers
+# the document depends only on the app's schema and settings, both fixed for the app's lifetime
+_cache: "weakref.WeakKeyDictionary[web.Application, bytes]" = weakref.WeakKeyDictionary()
 
 
 async def openapi_json(request: web.Request) -> web.Response:
-    from aiges.loader.app import inference_routes
+    from aiges.loader.app import inference_routes  # app.py imports this module: import here, not at top
     app = request.app
-    doc = build_openapi(app[SCHEMA], inference_routes(app[SETTINGS], app[SCHEMA]))
-    return web.Response(body=orjson.dumps(doc), content_type="application/json")
+    body = _cache.get(app)
+    if body is None:
+        settings = app[SETTINGS]
+        doc = build_openapi(app[SCHEMA], inference_routes(settings, app[SCHEMA]), bool(settings.api_keys))
+        body = _cache[app] = orjson.dumps(doc)
+    return web.Response(body=body, content_type="application/json")
 
 
 async def swagger(request: web.Request) -> web.StreamResponse:
@@ -75,4 +360,4 @@ async def swagger(request: web.Request) -> web.StreamResponse:
     path = os.path.join(SWAGGER_DIR, os.path.basename(name))
     if not SWAGGER_DIR or not os.path.isfile(path):
         raise web.HTTPNotFound()
-    return web.FileResponse(path)
+    return web.FileResponse(path, headers={"Cache-Control": "public, max-age=86400"})

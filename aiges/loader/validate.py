@@ -1,17 +1,29 @@
 """Check a parsed request against the wrapper's declared fields before it reaches the wrapper.
 
 Built once from the schema's ``fields`` section; each failure names the field path and the rule
-(like pydantic's field errors): ``parameter.svc.n: must be <= 10, got 12``.  Numbers may arrive
-as JSON numbers or as strings (upstream clients send strings to dodge upstream's number bug).
+(like pydantic's field errors): ``parameter.svc.n: must be <= 10, got '12'``.  All failures of a
+request are reported at once, joined by ``; ``, so a client fixes everything in one round trip.
+
+Deliberately lenient where upstream clients differ from the declaration without being wrong:
+numbers and booleans may arrive as JSON values or as strings (upstream's Go loader mangled JSON
+numbers, so its users send strings); a string param accepts a JSON number; undeclared params are
+passed on (headers and other services' habits put extra keys there); encodings compare without
+case, ``-``/``_`` and a ``;level`` suffix (``speex-wb;7``), with common aliases (jpeg = jpg).
+Used by the loader (every once request and WebSocket frame), by ``aiges check`` and by the OpenAPI
+example builder, so the three never disagree about what is valid.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterable
 
 from aiges import errors
 from aiges._pb import aiges_inner_pb2 as pb
 from aiges.loader.envelope import TYPE_NAMES
+
+# spellings clients use for the same encoding (compared after _norm)
+ALIASES = {"jpeg": "jpg", "pcm": "raw", "mp3": "lame"}
 
 
 @dataclass(frozen=True)
@@ -26,80 +38,137 @@ class ParamRule:
     max_length: int | None
 
 
+@dataclass(frozen=True)
+class InputRule:
+    key: str
+    type: int
+    encodings: tuple[str, ...]  # as declared, for messages; empty = any
+
+
 def _num(v: Any) -> float | None:
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
+def _int_or_none(v: Any) -> int | None:
+    return int(v) if isinstance(v, int) and not isinstance(v, bool) else None
+
+
+def _norm(encoding: str) -> str:
+    e = encoding.split(";", 1)[0].strip().lower().replace("-", "").replace("_", "")
+    return ALIASES.get(e, e)
+
+
+def text_of(v: Any) -> str:
+    """A JSON scalar as the wrapper receives it (same spelling as the envelope codec)."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    return str(v)
+
+
+def param_rules(schema: dict[str, Any]) -> list[ParamRule]:
+    rules = []
+    for p in (schema.get("fields") or {}).get("params") or []:
+        enum = p.get("enum")
+        rules.append(ParamRule(
+            key=str(p["key"]), type=str(p.get("type", "string")), required=bool(p.get("required")),
+            enum=tuple(text_of(x) for x in enum) if enum else None,
+            minimum=_num(p.get("minimum")), maximum=_num(p.get("maximum")),
+            min_length=_int_or_none(p.get("minLength")), max_length=_int_or_none(p.get("maxLength"))))
+    return rules
+
+
+def param_problem(r: ParamRule, path: str, value: Any) -> str | None:
+    """Why ``value`` (a JSON value or its string form) breaks rule ``r``, or None when it is valid."""
+    if isinstance(value, (dict, list)):
+        return f"{path}: must be a {r.type}, got a JSON {'object' if isinstance(value, dict) else 'array'}"
+    text = text_of(value)
+    if r.type in ("number", "integer"):
+        if isinstance(value, bool):
+            return f"{path}: must be a {r.type}, got {text!r}"
+        try:
+            num = float(value)
+        except (TypeError, ValueError):
+            return f"{path}: must be a {r.type}, got {text!r}"
+        if not math.isfinite(num):
+            return f"{path}: must be a finite {r.type}, got {text!r}"
+        if r.type == "integer" and not num.is_integer():
+            return f"{path}: must be an integer, got {text!r}"
+        if r.enum is not None:
+            if text_of(num) not in r.enum:
+                return f"{path}: must be one of {', '.join(r.enum)}, got {text!r}"
+            return None
+        if r.minimum is not None and num < r.minimum:
+            return f"{path}: must be >= {text_of(r.minimum)}, got {text!r}"
+        if r.maximum is not None and num > r.maximum:
+            return f"{path}: must be <= {text_of(r.maximum)}, got {text!r}"
+        return None
+    if r.type == "boolean":
+        if text.lower() not in ("true", "false", "1", "0"):
+            return f"{path}: must be a boolean (true or false), got {text!r}"
+        return None
+    if r.enum is not None:
+        if text not in r.enum:
+            return f"{path}: must be one of {', '.join(repr(e) for e in r.enum)}, got {text!r}"
+        return None
+    if r.min_length is not None and len(text) < r.min_length:
+        return f"{path}: must be at least {r.min_length} characters long, got {len(text)}"
+    if r.max_length is not None and len(text) > r.max_length:
+        return f"{path}: must be at most {r.max_length} characters long, got {len(text)}"
+    return None
 
 
 class Validator:
     def __init__(self, schema: dict[str, Any], svc: str) -> None:
         fields = schema.get("fields") or {}
         self.svc = svc
-        self.params: list[ParamRule] = []
-        for p in fields.get("params") or []:
-            enum = p.get("enum")
-            self.params.append(ParamRule(
-                key=str(p["key"]), type=str(p.get("type", "string")), required=bool(p.get("required")),
-                enum=tuple(_enum_text(x) for x in enum) if enum else None,
-                minimum=_num(p.get("minimum")), maximum=_num(p.get("maximum")),
-                min_length=p.get("minLength"), max_length=p.get("maxLength")))
-        self.inputs: dict[str, int] = {str(i["key"]): int(i.get("type", 4)) for i in fields.get("inputs") or []}
+        self.params = param_rules(schema)
+        self.inputs: dict[str, InputRule] = {}
+        for i in fields.get("inputs") or []:
+            encodings = tuple(str(e) for e in i.get("encodings") or ())
+            self.inputs[str(i["key"])] = InputRule(str(i["key"]), int(i.get("type", 4)), encodings)
+        self._allowed = {k: {_norm(e) for e in r.encodings} for k, r in self.inputs.items()}
 
-    def check(self, params: dict[str, str], raw: dict[str, Any], items: list[pb.RequestData]) -> None:
-        problems = [m for r in self.params if (m := self._param(r, params, raw))]
-        problems += [m for d in items if (m := self._item(d))]
+    def check(self, params: dict[str, str], raw: dict[str, Any], items: list[pb.RequestData],
+              later_frame: bool = False) -> None:
+        """Raise BadRequest (400, code 10107) listing every broken rule.
+
+        ``later_frame``: a WebSocket frame after the first; its session already has the required
+        params, so only the values it does carry are checked.
+        """
+        problems = self.problems(params, raw, items, later_frame)
         if problems:
             raise errors.BadRequest("; ".join(problems), errors.INVALID_PARAM)
 
-    def _param(self, r: ParamRule, params: dict[str, str], raw: dict[str, Any]) -> str | None:
-        path = f"parameter.{self.svc}.{r.key}"
-        if r.key not in params:
-            return f"{path}: required parameter is missing" if r.required else None
-        text = params[r.key]
-        value = raw.get(r.key, text)
-        if r.type in ("number", "integer"):
-            if isinstance(value, bool):
-                return f"{path}: must be a {r.type}, got {text!r}"
-            try:
-                num = float(value)
-            except (TypeError, ValueError):
-                return f"{path}: must be a {r.type}, got {text!r}"
-            if r.type == "integer" and not num.is_integer():
-                return f"{path}: must be an integer, got {text!r}"
-            if r.enum is not None and _enum_text(num) not in r.enum:
-                return f"{path}: must be one of {', '.join(r.enum)}, got {text!r}"
-            if r.enum is None and r.minimum is not None and num < r.minimum:
-                return f"{path}: must be >= {_enum_text(r.minimum)}, got {text!r}"
-            if r.enum is None and r.maximum is not None and num > r.maximum:
-                return f"{path}: must be <= {_enum_text(r.maximum)}, got {text!r}"
-            return None
-        if r.type == "boolean":
-            if text.lower() not in ("true", "false", "1", "0"):
-                return f"{path}: must be a boolean (true/false), got {text!r}"
-            return None
-        if r.enum is not None and text not in r.enum:
-            return f"{path}: must be one of {', '.join(repr(e) for e in r.enum)}, got {text!r}"
-        if r.min_length is not None and len(text) < r.min_length:
-            return f"{path}: must be at least {r.min_length} characters, got {len(text)}"
-        if r.max_length is not None and len(text) > r.max_length:
-            return f"{path}: must be at most {r.max_length} characters, got {len(text)}"
-        return None
+    def problems(self, params: dict[str, str], raw: dict[str, Any], items: Iterable[Any],
+                 later_frame: bool = False) -> list[str]:
+        out = []
+        for r in self.params:
+            path = f"parameter.{self.svc}.{r.key}"
+            if r.key not in params:
+                if r.required and not later_frame:
+                    out.append(f"{path}: required parameter is missing")
+                continue
+            m = param_problem(r, path, raw.get(r.key, params[r.key]))
+            if m:
+                out.append(m)
+        out += [m for d in items if (m := self.item_problem(d.key, d.type, dict(d.desc)))]
+        return out
 
-    def _item(self, d: pb.RequestData) -> str | None:
+    def item_problem(self, key: str, data_type: int, desc: dict[str, str]) -> str | None:
         if not self.inputs:
             return None
-        declared = self.inputs.get(d.key)
-        if declared is None:
-            return (f"payload.{d.key}: unknown input; this service declares "
+        rule = self.inputs.get(key)
+        if rule is None:
+            return (f"payload.{key}: unknown input; this service declares "
                     f"{', '.join('payload.' + k for k in sorted(self.inputs))}")
-        if declared != d.type:
-            return (f"payload.{d.key}: is declared as {TYPE_NAMES.get(declared, declared)}, so its data goes in "
-                    f"the '{TYPE_NAMES.get(declared, 'other')}' field, not '{TYPE_NAMES.get(d.type, d.type)}'")
+        if rule.type != data_type:
+            want = TYPE_NAMES.get(rule.type, "other")
+            return (f"payload.{key}: is declared as {want}, so its data goes in the '{want}' field, "
+                    f"not '{TYPE_NAMES.get(data_type, data_type)}'")
+        encoding = desc.get("encoding")
+        allowed = self._allowed[key]
+        if encoding and allowed and _norm(encoding) not in allowed:
+            return f"payload.{key}.encoding: must be one of {', '.join(rule.encodings)}, got {encoding!r}"
         return None
-
-
-def _enum_text(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, float) and v.is_integer():
-        return str(int(v))
-    return str(v)
