@@ -8,7 +8,8 @@ The Cgo-mode form ``callback(resp, usrTag)`` works too.
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from aiges import dto
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Sequence
 from importlib import resources
-from typing import Sequence
 
 from aiges import __version__
 

@@ -117,7 +117,7 @@ class Response:
         self.list: list[ResponseData] = [ResponseData()]
         self.error_code = 0
 
-    def response_err(self, code: int) -> "Response":
+    def response_err(self, code: int) -> Response:
         self.error_code = code
         return self
 
@@ -134,10 +134,10 @@ class SessionCreateResponse:
 
 
 # Local stream debugging (``Wrapper().run(stream=True)``), as upstream: results land in a queue.
-result_Queue: "queue.Queue[Any] | None" = None
+result_Queue: queue.Queue[Any] | None = None
 
 
-def init_rq() -> "queue.Queue[Any]":
+def init_rq() -> queue.Queue[Any]:
     global result_Queue
     result_Queue = queue.Queue()
     return result_Queue

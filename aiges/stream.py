@@ -23,7 +23,7 @@ lock = threading.Lock()
 class StreamHandleThread(threading.Thread):
     """Base of the user's per-session processing thread; override ``init_model`` and ``run``."""
 
-    def __init__(self, session_thread: "WorkerThread", in_q: "queue.Queue[Any]", out_q: "queue.Queue[Any]") -> None:
+    def __init__(self, session_thread: WorkerThread, in_q: queue.Queue[Any], out_q: queue.Queue[Any]) -> None:
         super().__init__(daemon=True)
         self.is_stopping = False
         self.session_thread = session_thread
@@ -50,8 +50,8 @@ class WorkerThread(threading.Thread):
         self.handle = handle
         self.sid = ""
         self.is_stopping = False
-        self.in_q: "queue.Queue[Any]" = queue.Queue()
-        self.out_q: "queue.Queue[Any]" = queue.Queue()
+        self.in_q: queue.Queue[Any] = queue.Queue()
+        self.out_q: queue.Queue[Any] = queue.Queue()
         self.is_idle = True
         self.params: dict[str, Any] = {}
         self.StreamHandleThreadClass: type[StreamHandleThread] = StreamHandleThread

@@ -1,7 +1,7 @@
 """Shared fixtures: real loaders (and their plugin workers) on free loopback ports."""
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 

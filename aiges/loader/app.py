@@ -9,7 +9,8 @@ from __future__ import annotations
 import hmac
 import logging
 import time
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import WSMsgType, web
 
@@ -19,8 +20,8 @@ from aiges.loader import envelope
 from aiges.loader.metrics import Metrics
 from aiges.loader.once import handle_once
 from aiges.loader.openapi import openapi_json, swagger
-from aiges.loader.stream import handle_stream
 from aiges.loader.state import METRICS, POOL, SCHEMA, SERVICES, SESSIONS, SETTINGS, VALIDATOR
+from aiges.loader.stream import handle_stream
 from aiges.loader.validate import Validator
 from aiges.loader.workers import WorkerPool
 
@@ -136,7 +137,8 @@ async def ping(request: web.Request) -> web.StreamResponse:
 
 
 async def _close_sessions(app: web.Application) -> None:
-    for ws in list(app[SESSIONS]):
+    sessions: set[web.WebSocketResponse] = app[SESSIONS]
+    for ws in list(sessions):
         await ws.close(code=1001, message=b"server shutting down")
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 import orjson
 
@@ -134,7 +134,7 @@ def parse_payload_item(path: str, key: str, obj: Any) -> pb.RequestData:
                           desc=desc)
 
 
-def parse(doc: dict[str, Any], services: Iterable[str], header_pass: Iterable[str] = (),
+def parse(doc: dict[str, Any], services: tuple[str, ...], header_pass: tuple[str, ...] = (),
           require_payload: bool = True) -> Parsed:
     """Envelope dict → params, proto items and expect objects.
 

@@ -14,11 +14,13 @@ SETTINGS = web.AppKey("settings", Settings)
 POOL = web.AppKey("pool", WorkerPool)
 METRICS = web.AppKey("metrics", Metrics)
 VALIDATOR = web.AppKey("validator", Validator)
-SERVICES = web.AppKey("services", tuple)  # names whose parameter.<name> sections are ours
-SCHEMA = web.AppKey("schema", dict)
-SESSIONS = web.AppKey("sessions", set)  # open WebSocket responses, closed on shutdown
+# names whose parameter.<name> sections are ours
+SERVICES: web.AppKey[tuple[str, ...]] = web.AppKey("services", tuple)
+SCHEMA: web.AppKey[dict[str, Any]] = web.AppKey("schema", dict)
+# open WebSocket responses, closed on shutdown
+SESSIONS: web.AppKey[set[web.WebSocketResponse]] = web.AppKey("sessions", set)
 
 
 def service_label(app: web.Application) -> str:
-    services: tuple[Any, ...] = app[SERVICES]
+    services = app[SERVICES]
     return str(services[0]) if services else app[SETTINGS].svc_name

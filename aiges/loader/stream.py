@@ -22,7 +22,6 @@ import orjson
 from aiohttp import WSMsgType, web
 
 from aiges import errors
-from aiges._pb import aiges_inner_pb2 as pb
 from aiges.loader import envelope
 from aiges.loader.state import METRICS, POOL, SERVICES, SESSIONS, SETTINGS, VALIDATOR, service_label
 from aiges.loader.workers import SessionLink

@@ -39,7 +39,7 @@ class WorkerStartError(Exception):
 class SessionLink:
     """The loader side of one streaming session: results for its tag arrive on ``results``."""
 
-    def __init__(self, worker: "Worker", tag: str) -> None:
+    def __init__(self, worker: Worker, tag: str) -> None:
         self.worker = worker
         self.tag = tag
         self.handle = ""
@@ -259,7 +259,7 @@ class WorkerPool:
         if failures and self.settings.exit_on_init_failure:
             await self.close(grace=1.0)
             raise failures[0]
-        for w, r in zip(self.workers, results):
+        for w, r in zip(self.workers, results, strict=True):
             if isinstance(r, BaseException):
                 logger.error("%s; retrying in the background (/ready stays 503)", r)
             self._watchers.append(asyncio.create_task(self._supervise(w, failed_start=isinstance(r, BaseException))))

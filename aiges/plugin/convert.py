@@ -1,7 +1,8 @@
 """Pure conversions between the wrapper SDK's objects and the plugin proto messages."""
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from aiges import errors
 from aiges._pb import aiges_inner_pb2 as pb

@@ -12,7 +12,7 @@ import logging
 import os
 import signal
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 logger = logging.getLogger("aiges.plugin")
 PR_SET_PDEATHSIG = 1
