@@ -43,7 +43,8 @@ MAGIC_COOKIE_KEY = "BASIC_PLUGIN"
 MAGIC_COOKIE_VALUE = "hello"
 _CLOSE = object()
 READ_POLL_INTERVAL = 0.01
-READ_POLL_LIMIT = 120.0  # seconds a wrapperRead-style session may take to produce its final result
+READ_POLL_LIMIT = 120.0
+RESULT_BACKLOG = 10000  # seconds a wrapperRead-style session may take to produce its final result
 
 
 class WrapperServicer(pb_grpc.WrapperServiceServicer):
@@ -58,6 +59,7 @@ class WrapperServicer(pb_grpc.WrapperServiceServicer):
         self.idle.set()
         self.session_tags: dict[str, str] = {}
         self.streams = 0
+        self._pollers: set[asyncio.Task[None]] = set()
         callback_mod.set_sink(self._callback_sink)
 
     # ---- helpers
@@ -72,6 +74,11 @@ class WrapperServicer(pb_grpc.WrapperServiceServicer):
                 self.idle.set()
 
     def _push(self, resp: pb.Response) -> None:
+        # Nobody listening on `communicate` (a host that only uses inline calls) must not make
+        # results pile up forever: keep the newest RESULT_BACKLOG.
+        if self.streams == 0 and self.results.qsize() >= RESULT_BACKLOG:
+            self.results.get_nowait()
+            logger.warning("no communicate stream open: dropped the oldest undelivered result")
         self.results.put_nowait(resp)
 
     def _callback_sink(self, user_resp: Any, tag: str, sid: str) -> None:
@@ -126,8 +133,14 @@ class WrapperServicer(pb_grpc.WrapperServiceServicer):
         ret: pb.Ret = await self._run(self.host.write, request)
         if ret.ret == 0 and self.host.polls_read:
             tag = self.session_tags.get(request.handle, request.req.tag)
-            final = any(d.status in (2, 3) for d in request.req.list)
-            await self._drain_reads(request.handle, tag, until_final=final)
+            if any(d.status in (2, 3) for d in request.req.list):
+                # after the last frame, poll in the background until the final result: the write
+                # itself is answered now, so a slow model never trips the write's deadline
+                task = asyncio.create_task(self._drain_reads(request.handle, tag, until_final=True))
+                self._pollers.add(task)
+                task.add_done_callback(self._pollers.discard)
+            else:
+                await self._drain_reads(request.handle, tag, until_final=False)
         return ret
 
     async def _drain_reads(self, handle: str, tag: str, until_final: bool) -> None:
