@@ -19,6 +19,7 @@ from aiges.config import Settings
 from aiges.loader import envelope
 from aiges.loader.metrics import Metrics
 from aiges.loader.once import handle_once
+from aiges.loader.rest import handle_infer, rest_error_body
 from aiges.loader.openapi import openapi_json, swagger
 from aiges.loader.state import METRICS, POOL, SCHEMA, SERVICES, SESSIONS, SETTINGS, VALIDATOR
 from aiges.loader.stream import handle_stream
@@ -94,8 +95,9 @@ async def envelope_errors(request: web.Request, handler: Handler) -> web.StreamR
         else:
             logger.info("sid=%s code=%s %s %s: %s", sid, err.code, request.method, request.path, err.message)
         headers = {"Retry-After": str(int(err.retry_after or 1))} if status in (429, 503) else None
-        response = web.Response(status=status, body=envelope.error_body(err.code, err.message, sid),
-                                content_type="application/json", headers=headers)
+        body = (rest_error_body(err, sid, request.content_type, started) if route == "infer"
+                else envelope.error_body(err.code, err.message, sid))
+        response = web.Response(status=status, body=body, content_type="application/json", headers=headers)
     app[METRICS].observe(route, response.status, time.perf_counter() - started, err.code if err else 0)
     return response
 
@@ -143,8 +145,8 @@ async def _close_sessions(app: web.Application) -> None:
 
 
 # route kind of each handler: the label for metrics and what PROTECTED refers to
-ROUTE_KINDS: dict[Any, str] = {handle_once: "once", handle_stream: "stream", health: "health", ready: "ready",
-                               metrics: "metrics", ping: "ping", root: "root", openapi_json: "openapi",
+ROUTE_KINDS: dict[Any, str] = {handle_once: "once", handle_stream: "stream", handle_infer: "infer",
+                               health: "health", ready: "ready", metrics: "metrics", ping: "ping", root: "root", openapi_json: "openapi",
                                swagger: "swagger"}
 
 
@@ -167,6 +169,7 @@ def create_app(settings: Settings, pool: WorkerPool, metrics_: Metrics, schema: 
         web.get("/metrics", metrics),
         web.get("/ping", ping),
         web.get("/", root),
+        web.post("/infer", handle_infer),
         web.get("/openapi.json", openapi_json),
         web.get("/swagger", root),
         web.get("/swagger/{file}", swagger),
