@@ -8,8 +8,14 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=["aiges", "aiges.*"]),
-    package_data={"aiges": ["default.toml", "py.typed"]},
+    # wrapper_template/ (what `aiges create` copies) and examples/mnist/ (what `aiges -mnist` writes)
+    # live at the top level for people to read; installed, they are aiges.wrapper_template / aiges.mnist_demo
+    packages=find_packages(include=["aiges", "aiges.*"]) + ["aiges.wrapper_template", "aiges.mnist_demo"],
+    package_dir={"aiges.wrapper_template": "wrapper_template", "aiges.mnist_demo": "examples/mnist"},
+    package_data={"aiges": ["default.toml", "py.typed"],
+                  "aiges.wrapper_template": ["*.md", "*.txt", "Dockerfile", ".dockerignore", "wrapper/*.py",
+                                             "wrapper/test_data/*"],
+                  "aiges.mnist_demo": ["*.md", "*.txt", "*.py", "wrapper/*.py", "wrapper/test_data/*"]},
     include_package_data=True,
     install_requires=[
         "aiohttp>=3.9",
@@ -29,6 +35,8 @@ setup(
             "pytest>=7",
             "grpcio-tools==1.85.1",  # pinned: tests regenerate aiges/_pb and compare (drift check)
             "catboost",
+            "openapi-spec-validator>=0.7",  # tests validate /openapi.json
+            "selenium>=4.10",  # the Swagger UI browser test (with Debian's chromium + chromium-driver)
         ],
         "dev": ["grpcio-tools==1.85.1", "ruff", "mypy"],
     },

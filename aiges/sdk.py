@@ -469,37 +469,44 @@ class WrapperBase:
         if not items:
             return [("Response.list is empty",
                      "append a ResponseData to res.list, or return res.response_err(code) for a failure")]
-        accepts = {a.key: a for a in type(self).fields()["accepts"]}
-        declared = ", ".join(sorted(accepts)) or "nothing"
-        wanted = " or ".join(str(s) for s in statuses)
-        problems: list[tuple[str, str]] = []
-        seen: set[str] = set()
-        for x in items:
-            if not isinstance(x.data, (bytes, memoryview)):
-                problems.append((f"output '{x.key}': data is {type(x.data).__name__}, not bytes",
-                                 "use item.setData(value.encode('utf-8')) or pass bytes"))
-            if x.key in seen:
-                problems.append((f"output key '{x.key}' appears twice in one Response",
-                                 "give every ResponseData of one Response its own key"))
-            seen.add(x.key)
-            if x.status not in statuses:
-                problems.append((f"output '{x.key}': status is {x.status}, expected {wanted}",
-                                 "set item.status = Once (3) for a once result, DataEnd (2) for a session's "
-                                 "last result"))
-            if accepts and x.key not in accepts:
-                problems.append((f"output key '{x.key}' is not declared in responseCls (declared: {declared})",
-                                 f"declare it in the response class, e.g. `accept_{x.key} = "
-                                 f"{_field_class(x.type)}(key=\"{x.key}\")`, or return one of: {declared}"))
-            elif accepts and accepts[x.key].data_type != x.type:
-                want = TYPE_NAMES.get(accepts[x.key].data_type, "other")
-                problems.append((f"output '{x.key}': type {TYPE_NAMES.get(x.type, x.type)} differs from the "
-                                 f"declared {want}",
-                                 f"call item.setDataType({_type_constant(accepts[x.key].data_type)}) or declare "
-                                 f"'{x.key}' as {_field_class(x.type)} in responseCls"))
-        if not accepts:
-            problems.append(("responseCls declares no outputs",
-                             "add e.g. `accept1 = StringBodyField(key=\"result\")` to the response class"))
-        return problems
+        return output_problems(type(self).fields()["accepts"], items, statuses)
+
+
+def output_problems(accepts_list: list[Any], items: list[Any], statuses: tuple[int, ...] = (2, 3),
+                    ) -> list[tuple[str, str]]:
+    """Check output items (``ResponseData`` or the plugin's proto items: both have key, data, type,
+    status) against the declared accepts; (problem, fix) pairs."""
+    accepts = {a.key: a for a in accepts_list}
+    declared = ", ".join(sorted(accepts)) or "nothing"
+    wanted = " or ".join(str(s) for s in statuses)
+    problems: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    for x in items:
+        if not isinstance(x.data, (bytes, memoryview)):
+            problems.append((f"output '{x.key}': data is {type(x.data).__name__}, not bytes",
+                             "use item.setData(value.encode('utf-8')) or pass bytes"))
+        if x.key in seen:
+            problems.append((f"output key '{x.key}' appears twice in one Response",
+                             "give every ResponseData of one Response its own key"))
+        seen.add(x.key)
+        if x.status not in statuses:
+            problems.append((f"output '{x.key}': status is {x.status}, expected {wanted}",
+                             "set item.status = Once (3) for a once result; in a session DataContinue (1) "
+                             "for partial results and DataEnd (2) for the last one"))
+        if accepts and x.key not in accepts:
+            problems.append((f"output key '{x.key}' is not declared in responseCls (declared: {declared})",
+                             f"declare it in the response class, e.g. `accept_{x.key} = "
+                             f"{_field_class(x.type)}(key=\"{x.key}\")`, or return one of: {declared}"))
+        elif accepts and accepts[x.key].data_type != x.type:
+            want = TYPE_NAMES.get(accepts[x.key].data_type, "other")
+            problems.append((f"output '{x.key}': type {TYPE_NAMES.get(x.type, x.type)} differs from the "
+                             f"declared {want}",
+                             f"call item.setDataType({_type_constant(accepts[x.key].data_type)}) or declare "
+                             f"'{x.key}' as {_field_class(x.type)} in responseCls"))
+    if not accepts:
+        problems.append(("responseCls declares no outputs",
+                         "add e.g. `accept1 = StringBodyField(key=\"result\")` to the response class"))
+    return problems
 
 
 def _field_class(data_type: int) -> str:
