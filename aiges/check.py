@@ -1,0 +1,384 @@
+"""``aiges check [DIR]``: run a wrapper the way the plugin will, with its declared test values.
+
+The wrapper is imported and called through :class:`aiges.plugin.host.WrapperHost` (the plugin's
+own code), the request is the OpenAPI example (what Swagger's "Try it out" sends) parsed by the
+loader's envelope codec and checked by the loader's validator, and outputs are checked against
+the declared accepts.  So "check passes" means "serves, and Try it out answers 200".  Every
+failure comes with the fix.
+"""
+from __future__ import annotations
+
+import json
+import os
+import queue
+import re
+import sys
+import threading
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Callable, TextIO
+
+from aiges import callback, config
+from aiges._pb import aiges_inner_pb2 as pb
+from aiges.sdk import TYPE_NAMES, WrapperBase, output_problems
+
+SESSION_WAIT = 10.0  # seconds to wait for a session's last result
+CALL_TIMEOUT = 120.0  # a wrapper call that takes longer is reported as hanging
+SERVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+@dataclass
+class Step:
+    title: str
+    ok: bool = True
+    problems: list[tuple[str, str]] = field(default_factory=list)  # (what is wrong, how to fix it)
+    warning: bool = False
+
+    def fail(self, problem: str, fix: str) -> "Step":
+        self.ok = False
+        self.problems.append((problem, fix))
+        return self
+
+
+@dataclass
+class Target:
+    wrapper_dir: str
+    module: str
+    config: dict[str, str] | None  # the [wrapper] section of aiges.toml, None without a config file
+    config_path: str | None
+
+
+class CheckError(Exception):
+    """The wrapper cannot be found: nothing to check."""
+
+
+def locate(directory: str) -> Target:
+    """DIR may hold wrapper.py, or be a project whose aiges.toml names wrapperDir, or have wrapper/."""
+    directory = os.path.abspath(directory)
+    if os.path.isfile(directory) and directory.endswith(".py"):
+        return Target(os.path.dirname(directory), os.path.basename(directory)[:-3], None, None)
+    if not os.path.isdir(directory):
+        raise CheckError(f"{directory} is not a directory")
+    cfg_path = os.path.join(directory, "aiges.toml")
+    if os.path.isfile(cfg_path):
+        try:
+            settings = config.load(cfg_path)
+        except config.ConfigError as e:
+            raise CheckError(f"{cfg_path}: {e}") from None
+        wrapper_dir = settings.wrapper_dir or directory
+        module = settings.wrapper_module
+        if os.path.isfile(os.path.join(wrapper_dir, module + ".py")):
+            return Target(wrapper_dir, module, dict(settings.wrapper_config), cfg_path)
+        if not settings.wrapper_dir and os.path.isfile(os.path.join(directory, "wrapper", module + ".py")):
+            return Target(os.path.join(directory, "wrapper"), module, dict(settings.wrapper_config), cfg_path)
+        raise CheckError(f"no {module}.py in {wrapper_dir} (from {cfg_path}); set [aiges] wrapperDir to its directory")
+    for d in (directory, os.path.join(directory, "wrapper")):
+        if os.path.isfile(os.path.join(d, "wrapper.py")):
+            return Target(d, "wrapper", None, None)
+    raise CheckError(f"no wrapper.py in {directory} or {directory}/wrapper, and no aiges.toml naming it")
+
+
+def _timed(fn: Callable[[], Any], timeout: float = CALL_TIMEOUT) -> tuple[Any, float]:
+    """Run a wrapper call in a thread so a hanging wrapper is reported instead of hanging check."""
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as e:  # noqa: BLE001 - reported to the user, never swallowed
+            box["error"] = e
+
+    started = time.perf_counter()
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(timeout)
+    elapsed = time.perf_counter() - started
+    if t.is_alive():
+        raise TimeoutError(f"did not return within {timeout:.0f}s")
+    if "error" in box:
+        raise box["error"]
+    return box.get("value"), elapsed
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.0f} ms"
+
+
+def _preview(d: Any) -> str:
+    kind = TYPE_NAMES.get(d.type, "other")
+    if d.type == 0:
+        text = bytes(d.data).decode("utf-8", "replace")
+        return f"{d.key} ({kind}, {len(d.data)} bytes): {text[:80]}{'...' if len(text) > 80 else ''}"
+    return f"{d.key} ({kind}, {len(d.data)} bytes)"
+
+
+class Checker:
+    def __init__(self, target: Target) -> None:
+        from aiges.plugin.host import WrapperHost
+        self.target = target
+        self.host = WrapperHost(target.module, target.wrapper_dir)
+        self.steps: list[Step] = []
+        self.cls: Any = None
+        self.schema: dict[str, Any] = {}
+        self.parsed: Any = None  # the example request as the loader parses it (envelope.Parsed)
+
+    # ---- steps
+    def run(self) -> list[Step]:
+        if self.load() and self.declarations():
+            self.request_example()
+            if self.init():
+                self.once()
+                if self.has_session():
+                    self.session()
+                self.fini()
+        return self.steps
+
+    def add(self, title: str) -> Step:
+        step = Step(title)
+        self.steps.append(step)
+        return step
+
+    def load(self) -> bool:
+        step = self.add(f"import {self.target.module}.py and create Wrapper()")
+        sys.modules.pop(self.target.module, None)  # a second check in one process re-imports
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            ret = self.host.load()
+        if ret.ret:
+            step.fail(ret.msg, f"run `python {os.path.join(self.target.wrapper_dir, self.target.module)}.py` "
+                               f"to see the full traceback")
+            return False
+        self.cls = type(self.host.obj)
+        if not issubclass(self.cls, WrapperBase):
+            step.fail("Wrapper does not subclass aiges.sdk.WrapperBase",
+                      "declare it as `class Wrapper(WrapperBase):` (from aiges.sdk import WrapperBase)")
+            return False
+        data_step = self.add("test data files exist")
+        for w in caught:
+            if "does not exist" in str(w.message):
+                data_step.fail(str(w.message), f"the path is relative to the working directory {os.getcwd()}; "
+                                               "use os.path.join(os.path.dirname(os.path.abspath(__file__)), "
+                                               "\"test_data\", NAME)")
+        return True
+
+    def declarations(self) -> bool:
+        cls = self.cls
+        step = self.add(f"declarations: serviceId {cls.serviceId!r}, version {cls.version!r}, "
+                        f"routes {', '.join(cls.routes())}")
+        if not cls.serviceId or not SERVICE_ID.match(str(cls.serviceId)):
+            step.fail(f"serviceId {cls.serviceId!r} is not a usable service name",
+                      "set serviceId to letters, digits, '_', '-' or '.' (it names the route and the "
+                      "parameter section)")
+        if not cls.version:
+            step.fail("version is empty", "set version = \"v1\"")
+        for r in cls.routes():
+            if not str(r).startswith("/"):
+                step.fail(f"route {r!r} does not start with '/'", f"set route = \"/{r}\"")
+        f = cls.fields()
+        if not f["inputs"]:
+            step.fail("requestCls declares no inputs (payload fields)",
+                      "add e.g. `input1 = StringBodyField(key=\"text\", value=b\"hello\")` to the request class "
+                      "and set requestCls = UserRequest()")
+        if not f["accepts"]:
+            step.fail("responseCls declares no outputs",
+                      "add e.g. `accept1 = StringBodyField(key=\"result\")` to the response class and set "
+                      "responseCls = UserResponse()")
+        keys: dict[str, str] = {}
+        for kind, items in (("input", f["inputs"]), ("param", f["params"]), ("output", f["accepts"])):
+            for x in items:
+                other = keys.get(f"{kind == 'input'}:{x.key}")
+                if other:
+                    step.fail(f"key '{x.key}' is used by a {other} and a {kind}",
+                              "give each param and output its own key (both live in parameter.<svc>), and each "
+                              "input its own key")
+                keys[f"{kind == 'input'}:{x.key}"] = kind
+        try:
+            self.schema = json.loads(self.host.schema())
+        except Exception as e:  # noqa: BLE001
+            step.fail(f"schema() failed: {type(e).__name__}: {e}",
+                      "do not override schema(); it is generated from the fields")
+            return False
+        data = self.add("test values follow the declared rules")
+        from aiges.loader.validate import param_problem, param_rules
+        declared = {p.key: p for p in f["params"]}
+        for r in param_rules(self.schema):
+            value = declared[r.key].test_value if r.key in declared else None
+            if value is None or value == "":
+                if r.required:
+                    data.fail(f"required param '{r.key}' has no test value",
+                              f"give it one: value=... in the {type(declared[r.key]).__name__}")
+                continue
+            m = param_problem(r, f"param '{r.key}' test value", value)
+            if m:
+                data.fail(m, f"change value= of '{r.key}' or its declared limits/enums")
+        for i in f["inputs"]:
+            if not i.raw_test_bytes():
+                data.fail(f"input '{i.key}' has no test data",
+                          "give the field a test value: path=\"test_data/...\" for files, value=b\"...\" for text")
+        return step.ok
+
+    def request_example(self) -> None:
+        from aiges import errors
+        from aiges.loader import envelope
+        from aiges.loader.openapi import example_request
+        from aiges.loader.validate import Validator
+        svc = str(self.cls.serviceId)
+        step = self.add("Swagger's example request passes the loader's validation")
+        try:
+            self.parsed = envelope.parse(example_request(self.schema, svc), (svc,))
+        except errors.AigesError as e:
+            step.fail(e.message, "give every input test data (path= or value=)")
+            return
+        for m in Validator(self.schema, svc).problems(self.parsed.params, self.parsed.raw_params, self.parsed.items):
+            step.fail(m, "make the field's test value follow its declared rules")
+
+    def init(self) -> bool:
+        cfg = self.target.config if self.target.config is not None else {
+            str(k): str(v) for k, v in dict(getattr(self.cls, "config", {}) or {}).items()}
+        where = f"[wrapper] of {self.target.config_path}" if self.target.config_path else "Wrapper.config"
+        step = self.add(f"wrapperInit(config from {where})")
+        try:
+            ret, took = _timed(lambda: self.host.init(cfg))
+        except TimeoutError as e:
+            step.fail(f"wrapperInit {e}", "load the model in wrapperInit without waiting on anything external")
+            return False
+        step.title += f" -> {ret.ret} ({_ms(took)})"
+        if ret.ret:
+            step.fail(ret.msg, "return 0 from wrapperInit once the model is loaded; wrapperError(code) "
+                               "explains a non-zero code")
+        return not ret.ret
+
+    def _params(self) -> dict[str, str]:
+        params = dict(self.parsed.params) if self.parsed else {}
+        params["sid"] = "aiges-check-0001"
+        return params
+
+    def _items(self, status: int | None = None) -> list[pb.RequestData]:
+        items = list(self.parsed.items) if self.parsed else []
+        if status is None:
+            return items
+        out = []
+        for d in items:
+            c = pb.RequestData()
+            c.CopyFrom(d)
+            c.status = status
+            out.append(c)
+        return out
+
+    def once(self) -> None:
+        step = self.add("wrapperOnceExec(test values)")
+        req = pb.Request(tag="aiges-check-once", params=self._params(), list=self._items())
+        try:
+            resp, took = _timed(lambda: self.host.once(req, None))
+        except TimeoutError as e:
+            step.fail(f"wrapperOnceExec {e}", "make sure wrapperOnceExec returns a Response for the test values")
+            return
+        if resp.ret:
+            step.fail(f"error {resp.ret}: {resp.msg}",
+                      "fix the wrapper so the declared test values succeed (the message above says where)")
+            return
+        step.title += f" -> {'; '.join(_preview(d) for d in resp.list)} ({_ms(took)})"
+        for problem, fix in output_problems(self.cls.fields()["accepts"], list(resp.list), (3, 2)):
+            step.fail(problem, fix)
+
+    def has_session(self) -> bool:
+        return getattr(self.cls, "wrapperCreate", None) is not getattr(WrapperBase, "wrapperCreate")
+
+    def session(self) -> None:
+        step = self.add("session: wrapperCreate, wrapperWrite x2 (status 0, then 2), results, wrapperDestroy")
+        results: "queue.Queue[Any]" = queue.Queue()
+        tag = "aiges-check-session"
+        callback.set_sink(lambda resp, t, sid: results.put(resp))
+        try:
+            self._session(step, results, tag)
+        finally:
+            callback.set_sink(None)
+
+    def _session(self, step: Step, results: "queue.Queue[Any]", tag: str) -> None:
+        from aiges.plugin.convert import to_response
+        sid = "aiges-check-0002"
+        try:
+            handle, _ = _timed(lambda: self.host.create(pb.CreateRequest(tag=tag, sid=sid, params=self._params())))
+        except TimeoutError as e:
+            step.fail(f"wrapperCreate {e}", "return a SessionCreateResponse with a handle right away")
+            return
+        if handle.err_code:
+            step.fail(f"wrapperCreate failed with {handle.err_code}: {handle.msg}",
+                      "return a SessionCreateResponse whose handle is a non-empty string and error_code 0")
+            return
+        for n, status in enumerate((0, 2)):
+            req = pb.Request(tag=tag, params=self._params(), list=self._items(status))
+            msg = pb.WriteMessage(handle=handle.handle, req=req, sid=sid)
+            try:
+                ret, _ = _timed(lambda: self.host.write(msg))
+            except TimeoutError as e:
+                step.fail(f"wrapperWrite {e}", "return from wrapperWrite and push results with callback()")
+                return
+            if ret.ret:
+                step.fail(f"wrapperWrite (frame {n + 1}, status {status}) returned {ret.ret}: {ret.msg}",
+                          "return 0 from wrapperWrite")
+                return
+        got: list[pb.Response] = []
+        deadline = time.monotonic() + SESSION_WAIT
+        while time.monotonic() < deadline and not any(d.status == 2 for r in got for d in r.list):
+            if self.host.polls_read:
+                r = self.host.read(handle.handle, tag)
+                if r is None:
+                    time.sleep(0.02)
+                    continue
+                got.append(r)
+                continue
+            try:
+                user_resp = results.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            got.append(to_response(user_resp, tag, "callback", self.host.error_text))
+        for r in got:
+            if r.ret:
+                step.fail(f"a session result carries error {r.ret}: {r.msg}", "fix the error the message names")
+            for problem, fix in output_problems(self.cls.fields()["accepts"], list(r.list), (0, 1, 2)):
+                step.fail(problem, fix)
+        if not got:
+            step.fail(f"no session result within {SESSION_WAIT:.0f}s",
+                      "push results with aiges.callback.callback(res, userTag, sid) from wrapperWrite "
+                      "(userTag as given to wrapperCreate), or return them from wrapperRead(handle)")
+        elif not any(d.status == 2 for r in got for d in r.list):
+            step.fail(f"{len(got)} result(s) but none with status 2 (DataEnd) within {SESSION_WAIT:.0f}s",
+                      "when a frame with status 2 arrives, send a result with item.status = DataEnd")
+        ret = self.host.destroy(handle.handle)
+        if ret.ret:
+            step.fail(f"wrapperDestroy returned {ret.ret}: {ret.msg}", "return 0 from wrapperDestroy")
+        if step.ok:
+            step.title += f" -> {len(got)} result(s), last: {_preview(got[-1].list[-1])}"
+
+    def fini(self) -> None:
+        step = self.add("wrapperFini")
+        ret = self.host.fini()
+        if ret.ret:
+            step.fail(f"wrapperFini returned {ret.ret}: {ret.msg}", "return 0 from wrapperFini")
+
+
+def report(target: Target, steps: list[Step], out: TextIO) -> int:
+    out.write(f"aiges check: {os.path.join(target.wrapper_dir, target.module)}.py\n")
+    failed = 0
+    for s in steps:
+        out.write(f"  {'PASS' if s.ok else 'FAIL'}  {s.title}\n")
+        for problem, fix in s.problems:
+            out.write(f"        {problem}\n        fix: {fix}\n")
+        failed += not s.ok
+    passed = len(steps) - failed
+    out.write(f"{passed} passed, {failed} failed" + (": ready to serve with `aiges -m 0`\n" if not failed else "\n"))
+    return 1 if failed else 0
+
+
+def main(directory: str = ".", out: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    try:
+        target = locate(directory)
+    except CheckError as e:
+        out.write(f"aiges check: {e}\n")
+        return 1
+    checker = Checker(target)
+    steps = checker.run()
+    return report(target, steps, out)
