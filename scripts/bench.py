@@ -130,16 +130,27 @@ class Server:
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
 
-def start_loader(procs: Procs, tmp: Path, name: str, wrapper_dir: Path, workers: int | None,
+def loader_config(wrapper_dir: Path, log_dir: Path, overrides: dict[str, dict[str, str]]) -> str:
+    """The engine's defaults except where a benchmark must differ (free port, logs in the temp dir)
+    and the ``--set SECTION.KEY=VALUE`` overrides (values are TOML literals)."""
+    sections: dict[str, dict[str, str]] = {
+        "svcName": {"host": json.dumps(HOST), "port": "5090"},
+        "aiges": {"wrapperDir": json.dumps(str(wrapper_dir))},
+        "wrapper": {"http_listen": json.dumps(f"{HOST}:0")},
+        "log": {"dir": json.dumps(str(log_dir))},
+    }
+    for section, values in overrides.items():
+        sections.setdefault(section, {}).update(values)
+    return "".join(f"[{name}]\n" + "".join(f"{k} = {v}\n" for k, v in values.items()) + "\n"
+                   for name, values in sections.items())
+
+
+def start_loader(procs: Procs, tmp: Path, name: str, wrapper_dir: Path, overrides: dict[str, dict[str, str]],
                  timeout: float = 60) -> Server:
     work = tmp / name
     work.mkdir()
     cfg = work / "aiges.toml"
-    # the repository's defaults except where a benchmark must differ: free port, logs in the temp dir
-    cfg.write_text(
-        f'[svcName]\nhost = "{HOST}"\nport = 5090\n\n'
-        f'[aiges]\nwrapperDir = "{wrapper_dir}"\n' + (f"workers = {workers}\n" if workers else "") +
-        f'\n[wrapper]\nhttp_listen = "{HOST}:0"\n\n[log]\ndir = "{work / "logs"}"\n')
+    cfg.write_text(loader_config(wrapper_dir, work / "logs", overrides))
     log = work / "loader.out"
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     p = procs.start([sys.executable, "-m", "aiges", "-m", "0", "-c", str(cfg), "-s", "svcName"], log, cwd=work,
@@ -505,6 +516,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sessions", type=int, default=32, help="concurrent streaming sessions (default 32)")
     ap.add_argument("--frames", type=int, default=50, help="frames per streaming session (default 50)")
     ap.add_argument("--workers", type=int, default=None, help="[aiges] workers for our loader (default: config's)")
+    ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                    help="a config override for our loader, VALUE a TOML literal, e.g. --set log.access=false "
+                         "(repeatable)")
     ap.add_argument("--wrapper", type=Path, default=ROOT / "tests" / "wrappers" / "echo",
                     help="once-mode wrapper dir; it must take payload 'text' (default tests/wrappers/echo)")
     ap.add_argument("--stream-wrapper", type=Path, default=ROOT / "tests" / "wrappers" / "echo_stream")
@@ -521,6 +535,15 @@ def main(argv: list[str] | None = None) -> int:
     pairs = max(1, min(args.pairs, 10))
     tool = "wrk" if shutil.which("wrk") and not args.no_wrk else "python-aiohttp"
     ceiling = not args.no_ceiling and (CEILING / "t.proto").exists()
+    overrides: dict[str, dict[str, str]] = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        section, dot, name = key.strip().partition(".")
+        if not sep or not dot or not section or not name:
+            ap.error(f"--set expects SECTION.KEY=VALUE, got {item!r}")
+        overrides.setdefault(section, {})[name] = value.strip()
+    if args.workers:
+        overrides.setdefault("aiges", {})["workers"] = str(args.workers)
 
     # hard limit for the whole run: every measurement plus generous start/stop allowances
     per_server = 2 if ceiling else 1
@@ -538,6 +561,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda s, f: on_alarm(s, f))
     signal.alarm(budget)
 
+    if overrides:
+        print("config overrides: " + ", ".join(f"{s}.{k}={v}" for s, kv in overrides.items() for k, v in kv.items()))
     print(f"aiges bench: mode {args.mode}, {secs:g} s per measurement, once-mode load generator: {tool}"
           f"{' (wrk -t1, keep-alive)' if tool == 'wrk' else ' (in-process, keep-alive)'}, time limit {budget}s")
     state = machine_state()
@@ -549,7 +574,7 @@ def main(argv: list[str] | None = None) -> int:
     checks: list[tuple[str, str, bool]] = []
     try:
         if args.mode in ("once", "all"):
-            ours = start_loader(procs, tmp, "once", args.wrapper.resolve(), args.workers)
+            ours = start_loader(procs, tmp, "once", args.wrapper.resolve(), overrides)
             with HttpClient(ours.url) as c:  # the answer is right before we count answers
                 got = c.once({"text": TEXT})["result"]
                 assert got == TEXT.decode(), f"echo answered {got!r}"
@@ -604,7 +629,7 @@ def main(argv: list[str] | None = None) -> int:
                 for p in s.procs if s else []:
                     procs.stop(p)
         if args.mode in ("stream", "all"):
-            st = start_loader(procs, tmp, "stream", args.stream_wrapper.resolve(), args.workers)
+            st = start_loader(procs, tmp, "stream", args.stream_wrapper.resolve(), overrides)
             print(f"stream mode: {st.url} (pids {st.pids}, wrapper {args.stream_wrapper}), {args.sessions} sessions "
                   f"x up to {args.frames} frames, ping-pong per session, Python client (aiges.client.StreamSession)")
             new_loop().run_until_complete(_stream_load(st.url.replace("http", "ws", 1), 4, 5, 0.5))  # warm-up
