@@ -216,16 +216,43 @@ class Run:
     p50_ms: float
     p99_ms: float
     cpu_ms_per_req: dict[str, float] = field(default_factory=dict)
+    other_cpu_pct: float = 0.0
+    steal_pct: float = 0.0
 
 
-def _cpu_snapshot(server: Server) -> dict[str, float]:
-    return {k: cpu_seconds(pid) for k, pid in server.pids.items()}
+def _machine_busy() -> tuple[float, float]:
+    """Seconds of CPU the whole machine spent busy, and stolen by the hypervisor (/proc/stat)."""
+    try:
+        ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return 0.0, 0.0
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (ticks + [0] * 8)[:8]
+    return (user + nice + system + irq + softirq) / CLK_TCK, steal / CLK_TCK
 
 
-def _cpu_per_req(before: dict[str, float], after: dict[str, float], gen: float, n: int) -> dict[str, float]:
-    out = {k: round(1000 * (after[k] - before[k]) / max(n, 1), 3) for k in before}
-    out["load generator"] = round(1000 * gen / max(n, 1), 3)
-    return out
+class CpuMeter:
+    """CPU used during one run: by each server process, by the load generator (``who``: ``children``
+    for wrk, ``self`` for the in-process Python client), and by everything else on the machine,
+    which is how a reader tells a clean run from a noisy one."""
+
+    def __init__(self, server: Server, who: str) -> None:
+        self.server = server
+        self.who = resource.RUSAGE_CHILDREN if who == "children" else resource.RUSAGE_SELF
+        self.procs = {k: cpu_seconds(pid) for k, pid in server.pids.items()}
+        self.rusage = resource.getrusage(self.who)
+        self.busy, self.steal = _machine_busy()
+        self.t0 = time.perf_counter()
+
+    def stop(self, units: int) -> tuple[dict[str, float], float, float]:
+        """→ (CPU ms per unit by process, other processes' CPU in % of one core, steal %)."""
+        elapsed = max(time.perf_counter() - self.t0, 1e-6)
+        r = resource.getrusage(self.who)
+        busy, steal = _machine_busy()
+        used = {k: cpu_seconds(pid) - self.procs[k] for k, pid in self.server.pids.items()}
+        used["load generator"] = (r.ru_utime - self.rusage.ru_utime) + (r.ru_stime - self.rusage.ru_stime)
+        other = max(0.0, (busy - self.busy) - sum(used.values()))
+        per_unit = {k: round(1000 * v / max(units, 1), 3) for k, v in used.items()}
+        return per_unit, round(100 * other / elapsed, 1), round(100 * (steal - self.steal) / elapsed, 1)
 
 
 def _ms(value: str) -> float:
@@ -239,14 +266,11 @@ def run_wrk(server: Server, conc: int, seconds: float, tmp: Path) -> Run:
     script = tmp / f"{server.name}.lua"
     script.write_text('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
                       f"wrk.body = [==[{server.body.decode()}]==]\n")
-    before = _cpu_snapshot(server)
-    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    meter = CpuMeter(server, "children")
     t0 = time.perf_counter()
     proc = subprocess.run(["wrk", "-t1", f"-c{conc}", f"-d{max(1, round(seconds))}s", "--latency", "--timeout", "5s",
                            "-s", str(script), server.url], capture_output=True, text=True, timeout=seconds + 30)
     elapsed = time.perf_counter() - t0
-    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    after = _cpu_snapshot(server)
     out = proc.stdout
     if proc.returncode != 0 or "Requests/sec" not in out:
         raise SystemExit(f"bench: wrk failed ({proc.returncode}):\n{out}\n{proc.stderr}")
@@ -258,9 +282,9 @@ def run_wrk(server: Server, conc: int, seconds: float, tmp: Path) -> Run:
         errors += int(m.group(1))
     if m := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out):
         errors += sum(int(x) for x in m.groups())
-    gen = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+    cpu, other, steal = meter.stop(n)
     return Run(server.name, "wrk", conc, round(elapsed, 2), n, errors, rps, _ms(lat["50"]), _ms(lat["99"]),
-               _cpu_per_req(before, after, gen, n))
+               cpu, other, steal)
 
 
 def percentile(sorted_values: list[float], q: float) -> float:
@@ -301,16 +325,13 @@ async def _aiohttp_load(server: Server, conc: int, seconds: float) -> tuple[list
 
 
 def run_python(server: Server, conc: int, seconds: float) -> Run:
-    before = _cpu_snapshot(server)
-    r0 = resource.getrusage(resource.RUSAGE_SELF)
+    meter = CpuMeter(server, "self")
     lat, errors, elapsed = new_loop().run_until_complete(_aiohttp_load(server, conc, seconds))
-    r1 = resource.getrusage(resource.RUSAGE_SELF)
-    after = _cpu_snapshot(server)
-    lat.sort()
     n = len(lat) + errors
-    gen = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+    cpu, other, steal = meter.stop(n)
+    lat.sort()
     return Run(server.name, "python-aiohttp", conc, round(elapsed, 2), n, errors, len(lat) / elapsed,
-               1000 * percentile(lat, 50), 1000 * percentile(lat, 99), _cpu_per_req(before, after, gen, n))
+               1000 * percentile(lat, 50), 1000 * percentile(lat, 99), cpu, other, steal)
 
 
 def new_loop() -> asyncio.AbstractEventLoop:
@@ -339,6 +360,8 @@ class StreamRun:
     p50_ms: float
     p99_ms: float
     cpu_ms_per_frame: dict[str, float] = field(default_factory=dict)
+    other_cpu_pct: float = 0.0
+    steal_pct: float = 0.0
     error_samples: list[str] = field(default_factory=list)
 
 
@@ -382,18 +405,14 @@ async def _stream_load(url: str, sessions: int, frames: int, seconds: float) -> 
 
 
 def run_stream(server: Server, sessions: int, frames: int, seconds: float) -> StreamRun:
-    before = _cpu_snapshot(server)
-    r0 = resource.getrusage(resource.RUSAGE_SELF)
     ws_url = server.url.replace("http://", "ws://", 1)
+    meter = CpuMeter(server, "self")
     lat, done, errors, samples, elapsed = new_loop().run_until_complete(
         asyncio.wait_for(_stream_load(ws_url, sessions, frames, seconds), seconds + 60))
-    r1 = resource.getrusage(resource.RUSAGE_SELF)
-    after = _cpu_snapshot(server)
+    cpu, other, steal = meter.stop(len(lat))
     lat.sort()
-    gen = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
     return StreamRun(sessions, frames, round(elapsed, 2), len(lat), done, errors, len(lat) / elapsed,
-                     1000 * percentile(lat, 50), 1000 * percentile(lat, 99),
-                     _cpu_per_req(before, after, gen, len(lat)), samples)
+                     1000 * percentile(lat, 50), 1000 * percentile(lat, 99), cpu, other, steal, samples)
 
 
 # ---------------------------------------------------------------- profile
@@ -497,10 +516,15 @@ def machine_state(sample: float = 1.0) -> list[str]:
     return lines
 
 
+def fmt_cpu(per_unit: dict[str, float], other: float, steal: float) -> str:
+    cpu = ", ".join(f"{k} {v:.3f}" for k, v in per_unit.items())
+    return f"{cpu}; other processes {other:.0f}% of a core" + (f", steal {steal:.0f}%" if steal >= 1 else "")
+
+
 def fmt_run(r: Run) -> str:
-    cpu = ", ".join(f"{k} {v:.3f}" for k, v in r.cpu_ms_per_req.items())
     return (f"  {r.server:8s} c={r.concurrency:<3d} {r.rps:9.0f} req/s  p50 {r.p50_ms:7.2f} ms  p99 {r.p99_ms:7.2f} ms"
-            f"  errors {r.errors:<4d} n={r.requests:<7d} CPU ms/req: {cpu}")
+            f"  errors {r.errors:<4d} n={r.requests:<7d} CPU ms/req: "
+            f"{fmt_cpu(r.cpu_ms_per_req, r.other_cpu_pct, r.steal_pct)}")
 
 
 def verdict(ok: bool) -> str:
@@ -634,9 +658,9 @@ def main(argv: list[str] | None = None) -> int:
                   f"x up to {args.frames} frames, ping-pong per session, Python client (aiges.client.StreamSession)")
             new_loop().run_until_complete(_stream_load(st.url.replace("http", "ws", 1), 4, 5, 0.5))  # warm-up
             sr = run_stream(st, args.sessions, args.frames, secs)
-            cpu = ", ".join(f"{k} {v:.3f}" for k, v in sr.cpu_ms_per_frame.items())
             print(f"  {sr.frames_per_s:9.0f} frames/s  p50 {sr.p50_ms:7.2f} ms  p99 {sr.p99_ms:7.2f} ms  "
-                  f"sessions {sr.sessions_done}  frames {sr.frames}  errors {sr.errors}  CPU ms/frame: {cpu}")
+                  f"sessions {sr.sessions_done}  frames {sr.frames}  errors {sr.errors}  CPU ms/frame: "
+                  f"{fmt_cpu(sr.cpu_ms_per_frame, sr.other_cpu_pct, sr.steal_pct)}")
             for e in sr.error_samples:
                 print(f"    error: {e}")
             results["stream"] = asdict(sr)
