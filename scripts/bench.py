@@ -534,11 +534,12 @@ def verdict(ok: bool) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="scripts/bench", description=__doc__.split("\n\n")[0])
     ap.add_argument("--mode", choices=("once", "stream", "all"), default="all")
-    ap.add_argument("--duration", type=float, default=10.0, help="seconds per measurement (default 10)")
-    ap.add_argument("--quick", action="store_true", help="3 s per measurement, 2 A/B pairs, 20 frames per session")
-    ap.add_argument("--pairs", type=int, default=3, help="A/B pairs (ours, ceiling) at c=32 (default 3)")
+    ap.add_argument("--duration", type=float, default=None, help="seconds per measurement (default 10)")
+    ap.add_argument("--quick", action="store_true",
+                    help="defaults for a smoke run: 3 s per measurement, 2 A/B pairs, 20 frames per session")
+    ap.add_argument("--pairs", type=int, default=None, help="A/B pairs (ours, ceiling) at c=32 (default 3)")
     ap.add_argument("--sessions", type=int, default=32, help="concurrent streaming sessions (default 32)")
-    ap.add_argument("--frames", type=int, default=50, help="frames per streaming session (default 50)")
+    ap.add_argument("--frames", type=int, default=None, help="frames per streaming session (default 50)")
     ap.add_argument("--workers", type=int, default=None, help="[aiges] workers for our loader (default: config's)")
     ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                     help="a config override for our loader, VALUE a TOML literal, e.g. --set log.access=false "
@@ -553,8 +554,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, default=None, metavar="FILE", help="also write the results as JSON")
     ap.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
     args = ap.parse_args(argv)
-    if args.quick:
-        args.duration, args.pairs, args.frames = 3.0, 2, 20
+    # --quick changes the defaults only: explicit flags still win
+    for name, normal, quick in (("duration", 10.0, 3.0), ("pairs", 3, 2), ("frames", 50, 20)):
+        if getattr(args, name) is None:
+            setattr(args, name, quick if args.quick else normal)
+    args.sessions = max(1, min(args.sessions, 1000))
+    args.frames = max(1, min(args.frames, 100_000))
     secs = max(1.0, min(args.duration, 300.0))
     pairs = max(1, min(args.pairs, 10))
     tool = "wrk" if shutil.which("wrk") and not args.no_wrk else "python-aiohttp"
