@@ -154,10 +154,14 @@ def pack(args: argparse.Namespace) -> int:
     for wanted in ("requirements.txt", "readme.md"):
         if wanted not in top:
             sys.stderr.write(f"aiges pack: warning: no {wanted if wanted != 'readme.md' else 'README.md'} in {root}\n")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(output, "w:gz") as tar:
-        for p, rel in zip(files, rels):
-            tar.add(p, arcname=rel, recursive=False)
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(output, "w:gz") as tar:
+            for p, rel in zip(files, rels):
+                tar.add(p, arcname=rel, recursive=False)
+    except OSError as e:
+        sys.stderr.write(f"aiges pack: cannot write {output}: {e.strerror or e}\n")
+        return 1
     print(f"packed {len(rels)} files from {root} into {output}")
     return 0
 
@@ -165,7 +169,7 @@ def pack(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- check
 def check(args: argparse.Namespace) -> int:
     from aiges.check import main as check_main
-    return check_main(args.directory)
+    return check_main(args.directory, session_wait=args.session_wait)
 
 
 # ---------------------------------------------------------------- config
@@ -279,6 +283,8 @@ def _parser() -> argparse.ArgumentParser:
     k.set_defaults(run=pack)
     h = sub.add_parser("check", help="run the wrapper with its declared test values; pass/fail with fixes")
     h.add_argument("directory", nargs="?", default=".", help="project or wrapper directory (default .)")
+    h.add_argument("--session-wait", type=float, default=10.0, metavar="SECONDS",
+                   help="how long to wait for a session's last result (default 10)")
     h.set_defaults(run=check)
     g = sub.add_parser("config", help="show, get or set aiges.toml values")
     g.add_argument("action", choices=("show", "get", "set"))

@@ -260,7 +260,8 @@ def _description(schema: dict[str, Any], svc: str, routes: list[str]) -> str:
         "- In the answer, text outputs are raw UTF-8, other outputs base64; `seq`/`status` are strings.",
         "",
         "**Streaming**: open a WebSocket (`GET` with upgrade) on the same path and send one envelope per "
-        "frame, payload `status` 0 (first), 1 (continue), 2 (last); results are pushed as they come.",
+        "frame, payload `status` 0 (first), 1 (continue), 2 (last); results are pushed as they come, "
+        "all data base64 (text too, as upstream's WebSocket).",
         "",
         "Errors keep upstream's body `{\"header\":{\"code\",\"message\",\"sid\"},\"payload\":null}` with an honest "
         "HTTP status. The example request is built from the wrapper's declared test values.",

@@ -58,6 +58,10 @@ def _norm(encoding: str) -> str:
     return ALIASES.get(e, e)
 
 
+def _a(type_name: str) -> str:
+    return ("an " if type_name[:1] in "aeiou" else "a ") + type_name
+
+
 def text_of(v: Any) -> str:
     """A JSON scalar as the wrapper receives it (same spelling as the envelope codec)."""
     if isinstance(v, bool):
@@ -82,15 +86,15 @@ def param_rules(schema: dict[str, Any]) -> list[ParamRule]:
 def param_problem(r: ParamRule, path: str, value: Any) -> str | None:
     """Why ``value`` (a JSON value or its string form) breaks rule ``r``, or None when it is valid."""
     if isinstance(value, (dict, list)):
-        return f"{path}: must be a {r.type}, got a JSON {'object' if isinstance(value, dict) else 'array'}"
+        return f"{path}: must be {_a(r.type)}, got a JSON {'object' if isinstance(value, dict) else 'array'}"
     text = text_of(value)
     if r.type in ("number", "integer"):
         if isinstance(value, bool):
-            return f"{path}: must be a {r.type}, got {text!r}"
+            return f"{path}: must be {_a(r.type)}, got {text!r}"
         try:
             num = float(value)
         except (TypeError, ValueError):
-            return f"{path}: must be a {r.type}, got {text!r}"
+            return f"{path}: must be {_a(r.type)}, got {text!r}"
         if not math.isfinite(num):
             return f"{path}: must be a finite {r.type}, got {text!r}"
         if r.type == "integer" and not num.is_integer():
