@@ -586,8 +586,11 @@ def main(argv: list[str] | None = None) -> int:
     def on_alarm(signum: int, frame: Any) -> None:
         raise SystemExit(f"bench: hard time limit of {budget}s reached; stopping")
 
+    def on_term(signum: int, frame: Any) -> None:
+        raise SystemExit(f"bench: stopped by signal {signum}; stopping the processes it started")
+
     signal.signal(signal.SIGALRM, on_alarm)
-    signal.signal(signal.SIGTERM, lambda s, f: on_alarm(s, f))
+    signal.signal(signal.SIGTERM, on_term)
     signal.alarm(budget)
 
     if overrides:
