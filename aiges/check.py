@@ -8,6 +8,7 @@ failure comes with the fix.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import queue
@@ -16,8 +17,9 @@ import sys
 import threading
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, TextIO
+from typing import Any, TextIO
 
 from aiges import callback, config
 from aiges._pb import aiges_inner_pb2 as pb
@@ -35,7 +37,7 @@ class Step:
     problems: list[tuple[str, str]] = field(default_factory=list)  # (what is wrong, how to fix it)
     warning: bool = False
 
-    def fail(self, problem: str, fix: str) -> "Step":
+    def fail(self, problem: str, fix: str) -> Step:
         self.ok = False
         self.problems.append((problem, fix))
         return self
@@ -284,11 +286,11 @@ class Checker:
             step.fail(problem, fix)
 
     def has_session(self) -> bool:
-        return getattr(self.cls, "wrapperCreate", None) is not getattr(WrapperBase, "wrapperCreate")
+        return getattr(self.cls, "wrapperCreate", None) is not WrapperBase.wrapperCreate
 
     def session(self) -> None:
         step = self.add("session: wrapperCreate, wrapperWrite x2 (status 0, then 2), results, wrapperDestroy")
-        results: "queue.Queue[Any]" = queue.Queue()
+        results: queue.Queue[Any] = queue.Queue()
         tag = "aiges-check-session"
         callback.set_sink(lambda resp, t, sid: results.put(resp))
         try:
@@ -296,7 +298,7 @@ class Checker:
         finally:
             callback.set_sink(None)
 
-    def _session(self, step: Step, results: "queue.Queue[Any]", tag: str) -> None:
+    def _session(self, step: Step, results: queue.Queue[Any], tag: str) -> None:
         from aiges.plugin.convert import to_response
         sid = "aiges-check-0002"
         try:
@@ -312,7 +314,7 @@ class Checker:
             req = pb.Request(tag=tag, params=self._params(), list=self._items(status))
             msg = pb.WriteMessage(handle=handle.handle, req=req, sid=sid)
             try:
-                ret, _ = _timed(lambda: self.host.write(msg))
+                ret, _ = _timed(functools.partial(self.host.write, msg))
             except TimeoutError as e:
                 step.fail(f"wrapperWrite {e}", "return from wrapperWrite and push results with callback()")
                 return

@@ -14,9 +14,10 @@ import re
 import subprocess
 import sys
 import tarfile
+from collections.abc import Iterator, Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 from aiges import __version__
 
@@ -157,7 +158,7 @@ def pack(args: argparse.Namespace) -> int:
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
         with tarfile.open(output, "w:gz") as tar:
-            for p, rel in zip(files, rels):
+            for p, rel in zip(files, rels, strict=True):
                 tar.add(p, arcname=rel, recursive=False)
     except OSError as e:
         sys.stderr.write(f"aiges pack: cannot write {output}: {e.strerror or e}\n")

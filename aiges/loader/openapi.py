@@ -203,9 +203,8 @@ def _output_schema(a: dict[str, Any]) -> dict[str, Any]:
 def _components(schema: dict[str, Any], svc: str) -> dict[str, Any]:
     fields = schema.get("fields")
     if fields is None:  # a wrapper with its own schema(): use its JSON Schema as given
-        request = schema.get("schemainput") or {"type": "object"}
-        response = schema.get("schemaoutput") or {"type": "object"}
-        return {"Request": request, "Response": response, "Error": _error_schema()}
+        return {"Request": schema.get("schemainput") or {"type": "object"},
+                "Response": schema.get("schemaoutput") or {"type": "object"}, "Error": _error_schema()}
     params = fields.get("params") or []
     section: dict[str, Any] = {p["key"]: _param_schema(p) for p in params}
     section.update({a["key"]: _expect_schema(a) for a in fields.get("accepts") or []})
@@ -318,7 +317,7 @@ def build_openapi(schema: dict[str, Any], routes: list[str], api_keys: bool = Fa
         if api_keys:
             op["security"] = [{"ApiKey": []}]
         paths[route] = {"post": op}
-    system = {"tags": ["system"], "responses": {"200": {"description": "ok", "content": {"application/json": {
+    system: dict[str, Any] = {"tags": ["system"], "responses": {"200": {"description": "ok", "content": {"application/json": {
         "schema": {"type": "object", "properties": {"status": {"type": "string"}}}}}}}}
     paths["/health"] = {"get": dict(system, summary="liveness", operationId="health")}
     paths["/ready"] = {"get": dict(system, summary="readiness: 200 while every worker answers, else 503",
@@ -338,7 +337,7 @@ def build_openapi(schema: dict[str, Any], routes: list[str], api_keys: bool = Fa
 
 # ---------------------------------------------------------------- handlers
 # the document depends only on the app's schema and settings, both fixed for the app's lifetime
-_cache: "weakref.WeakKeyDictionary[web.Application, bytes]" = weakref.WeakKeyDictionary()
+_cache: weakref.WeakKeyDictionary[web.Application, bytes] = weakref.WeakKeyDictionary()
 
 
 async def openapi_json(request: web.Request) -> web.Response:

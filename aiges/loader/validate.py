@@ -15,8 +15,9 @@ example builder, so the three never disagree about what is valid.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 from aiges import errors
 from aiges._pb import aiges_inner_pb2 as pb

@@ -19,16 +19,10 @@ import json
 import os
 import threading
 
-from aiges.core.types import *  # noqa: F401,F403 - Once, DataText, DataContinue, DataEnd ...
-
-try:
-    from aiges_embed import ResponseData, Response, DataListNode, DataListCls, SessionCreateResponse  # c++
-except Exception:
-    from aiges.dto import Response, ResponseData, DataListNode, DataListCls, SessionCreateResponse
-
+from aiges.core.types import DataContinue, DataEnd, DataText, Once
+from aiges.dto import Response, ResponseData, SessionCreateResponse
 from aiges.sdk import WrapperBase, ImageBodyField, StringBodyField, IntegerParamField
 from aiges.utils.log import log
-
 from PIL import Image, ImageStat
 
 HERE = os.path.dirname(os.path.abspath(__file__))

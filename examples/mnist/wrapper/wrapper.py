@@ -17,13 +17,8 @@ import sys
 import numpy as np
 from PIL import Image
 
-from aiges.core.types import *  # noqa: F401,F403
-
-try:
-    from aiges_embed import ResponseData, Response, DataListNode, DataListCls, SessionCreateResponse  # c++
-except Exception:
-    from aiges.dto import Response, ResponseData, DataListNode, DataListCls, SessionCreateResponse
-
+from aiges.core.types import DataText, Once
+from aiges.dto import Response, ResponseData
 from aiges.sdk import WrapperBase, ImageBodyField, StringBodyField, StringParamField
 from aiges.utils.log import log
 
