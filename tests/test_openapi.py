@@ -200,3 +200,24 @@ def test_schema_without_fields_falls_back_to_its_json_schema(tmp_path: Path) -> 
     doc = build_openapi(schema, ["/v1/private/legacy"])
     validate(doc)
     assert doc["components"]["schemas"]["Request"] == schema["schemainput"]
+
+
+def infer_example(doc: dict[str, Any]) -> dict[str, Any]:
+    media = doc["paths"]["/infer"]["post"]["requestBody"]["content"]["application/json"]
+    return media["examples"]["test_values"]["value"]
+
+
+def test_plain_rest_route_is_documented_with_a_working_example(demo: Loader, demo_doc: dict[str, Any],
+                                                               image_stats: Loader) -> None:
+    op = demo_doc["paths"]["/infer"]["post"]
+    assert {"application/json", "multipart/form-data", "text/plain"} == set(op["requestBody"]["content"])
+    assert [p["name"] for p in op["parameters"]] == ["mode", "repeat"]
+    example = infer_example(demo_doc)
+    assert example == {"text": "hello aiges", "params": {"mode": "upper", "repeat": 1}}
+    status, _h, body = demo.post("/infer", example)
+    assert status == 200 and body["result"] is True and body["data"] == "HELLO AIGES", body
+    _s, _h, doc = image_stats.get("/openapi.json")
+    form = doc["paths"]["/infer"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+    assert form["properties"]["img"]["format"] == "binary"  # Swagger shows a file picker
+    status, _h, body = image_stats.post("/infer", infer_example(doc))
+    assert status == 200 and json.loads(body["data"])["width"] == 28, body

@@ -12,6 +12,7 @@ the index page is ours, so it loads our document and never calls the online spec
 """
 from __future__ import annotations
 
+import base64
 import os
 import weakref
 from typing import Any
@@ -282,6 +283,84 @@ def _error_response(status: str, schema: dict[str, Any], svc: str) -> dict[str, 
     return resp
 
 
+# ---------------------------------------------------------------- POST /infer (no envelope)
+def _infer_value(i: dict[str, Any]) -> Any:
+    """An input's test value as /infer's JSON body takes it: text as text, other data as base64."""
+    example = i.get("example")
+    if not example or i.get("dataType", "text") != "text":
+        return example
+    try:
+        return base64.b64decode(example).decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+def _infer_operation(schema: dict[str, Any], svc: str) -> dict[str, Any]:
+    fields = schema.get("fields") or {}
+    inputs = fields.get("inputs") or []
+    params = fields.get("params") or []
+    json_props: dict[str, Any] = {}
+    form_props: dict[str, Any] = {}
+    for i in inputs:
+        kind = i.get("dataType", "text")
+        text = kind == "text"
+        json_props[i["key"]] = {"type": "string", "description": f"{kind} input: " +
+                                ("the text itself" if text else "base64 of the data")}
+        form_props[i["key"]] = {"type": "string", **({} if text else {"format": "binary"}),
+                                "description": f"{kind} input" + ("" if text else " (a file)")}
+    json_props["params"] = {"type": "object", "description": "parameters (or send them in the query string)",
+                            "properties": {p["key"]: _param_schema(p) for p in params}}
+    for p in params:
+        form_props[p["key"]] = _param_schema(p)
+    example: dict[str, Any] = {}
+    for i in inputs:
+        value = _infer_value(i)
+        if value is not None:
+            example[i["key"]] = value
+    rules = param_rules(schema)
+    declared = {str(p["key"]): p.get("example") for p in params}
+    if rules:
+        example["params"] = {r.key: example_param(r, declared.get(r.key)) for r in rules}
+    content: dict[str, Any] = {
+        "application/json": {"schema": {"type": "object", "properties": json_props},
+                             "examples": {"test_values": {"summary": "the wrapper's declared test values",
+                                                          "value": example}}},
+        "multipart/form-data": {"schema": {"type": "object", "properties": form_props}},
+    }
+    first = inputs[0] if inputs else {"key": "input", "dataType": "text"}
+    raw = {"type": "string"} if first.get("dataType") == "text" else {"type": "string", "format": "binary"}
+    content["text/plain" if first.get("dataType") == "text" else "application/octet-stream"] = {"schema": raw}
+    error_body = {"result": False, "data": None, "error": {"code": errors.INVALID_PARAM,
+                                                           "message": example_bad_request(schema, svc)},
+                  "metadata": {"duration": 0.4, "content_type": "application/json", "sid": "0d9115af-..."}}
+    return {
+        "tags": ["rest"],
+        "summary": f"once inference of {svc} without the envelope",
+        "description": f"The body feeds the inputs: raw text/bytes go to the first input ('{first['key']}'); a JSON "
+                       "object is split by input key (plus `params`); multipart parts are named like inputs. "
+                       "Query-string values are parameters. The answer is `data`: the single output (text as "
+                       "text, other data base64) or an object of outputs.",
+        "operationId": "infer",
+        "parameters": [{"name": p["key"], "in": "query", "required": False, "schema": _param_schema(p)}
+                       for p in params],
+        "requestBody": {"required": True, "content": content},
+        "responses": {
+            "200": {"description": "success", "content": {"application/json": {"schema": {
+                "type": "object", "properties": {
+                    "result": {"type": "boolean"}, "data": {"description": "the output, or an object of outputs"},
+                    "metadata": {"type": "object", "properties": {
+                        "duration": {"type": "number", "description": "milliseconds"},
+                        "content_type": {"type": "string"}, "sid": {"type": "string"}}}}}}}},
+            "default": {"description": "an error: the status as for the envelope routes", "content": {
+                "application/json": {"schema": {"type": "object", "properties": {
+                    "result": {"type": "boolean", "enum": [False]},
+                    "error": {"type": "object", "properties": {"code": {"type": "integer"},
+                                                               "message": {"type": "string"}}}}},
+                    "example": error_body}}},
+        },
+    }
+
+
 def build_openapi(schema: dict[str, Any], routes: list[str], api_keys: bool = False) -> dict[str, Any]:
     meta = schema.get("meta") or {}
     svc = str(meta.get("serviceId") or "svcName")
@@ -317,6 +396,10 @@ def build_openapi(schema: dict[str, Any], routes: list[str], api_keys: bool = Fa
         if api_keys:
             op["security"] = [{"ApiKey": []}]
         paths[route] = {"post": op}
+    if (schema.get("fields") or {}).get("inputs"):
+        paths["/infer"] = {"post": _infer_operation(schema, svc)}
+        if api_keys:
+            paths["/infer"]["post"]["security"] = [{"ApiKey": []}]
     system: dict[str, Any] = {"tags": ["system"], "responses": {"200": {"description": "ok", "content": {"application/json": {
         "schema": {"type": "object", "properties": {"status": {"type": "string"}}}}}}}}
     paths["/health"] = {"get": dict(system, summary="liveness", operationId="health")}
@@ -329,7 +412,9 @@ def build_openapi(schema: dict[str, Any], routes: list[str], api_keys: bool = Fa
                  "version": str(meta.get("version") or __version__),
                  "license": {"name": "Apache 2.0", "url": "https://www.apache.org/licenses/LICENSE-2.0.html"}},
         "servers": [{"url": "/", "description": "this server"}],
-        "tags": [{"name": svc, "description": "inference"}, {"name": "system", "description": "health"}],
+        "tags": [{"name": svc, "description": "inference with upstream's envelope"},
+                 {"name": "rest", "description": "inference with a plain body"},
+                 {"name": "system", "description": "health"}],
         "paths": paths,
         "components": components,
     }
