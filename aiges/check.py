@@ -73,7 +73,10 @@ def locate(directory: str) -> Target:
         if os.path.isfile(os.path.join(wrapper_dir, module + ".py")):
             return Target(wrapper_dir, module, dict(settings.wrapper_config), cfg_path)
         if not settings.wrapper_dir and os.path.isfile(os.path.join(directory, "wrapper", module + ".py")):
-            return Target(os.path.join(directory, "wrapper"), module, dict(settings.wrapper_config), cfg_path)
+            # the loader would not find it either: say how to fix the config rather than check another layout
+            raise CheckError(f"{cfg_path} has no [aiges] wrapperDir, so `aiges -m 0` looks for {module}.py on "
+                             f"PYTHONPATH and in the working directory, not in wrapper/; add "
+                             f"wrapperDir = \"wrapper\" to its [aiges] section")
         raise CheckError(f"no {module}.py in {wrapper_dir} (from {cfg_path}); set [aiges] wrapperDir to its directory")
     for d in (directory, os.path.join(directory, "wrapper")):
         if os.path.isfile(os.path.join(d, "wrapper.py")):
@@ -187,15 +190,15 @@ class Checker:
             step.fail("responseCls declares no outputs",
                       "add e.g. `accept1 = StringBodyField(key=\"result\")` to the response class and set "
                       "responseCls = UserResponse()")
-        keys: dict[str, str] = {}
+        seen: dict[tuple[str, str], str] = {}  # (where the key lives in a request, key) -> what uses it
         for kind, items in (("input", f["inputs"]), ("param", f["params"]), ("output", f["accepts"])):
+            space = "payload" if kind == "input" else f"parameter.{cls.serviceId}"
             for x in items:
-                other = keys.get(f"{kind == 'input'}:{x.key}")
-                if other:
-                    step.fail(f"key '{x.key}' is used by a {other} and a {kind}",
-                              "give each param and output its own key (both live in parameter.<svc>), and each "
-                              "input its own key")
-                keys[f"{kind == 'input'}:{x.key}"] = kind
+                if (space, x.key) in seen:
+                    step.fail(f"{space}.{x.key} is declared twice (as {seen[(space, x.key)]} and as {kind})",
+                              "give each input its own key, and each param and output its own key (params and "
+                              "the outputs' expect objects share parameter.<svc>)")
+                seen[(space, x.key)] = kind
         try:
             self.schema = json.loads(self.host.schema())
         except Exception as e:  # noqa: BLE001

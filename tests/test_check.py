@@ -213,3 +213,25 @@ if __name__ == "__main__":
     p = run([str(d / "wrapper.py")], d)
     assert p.returncode == 1
     assert "AssertionError" in p.stderr and "output key 'res' is not declared in responseCls" in p.stderr
+
+
+def test_a_param_and_an_output_sharing_a_key_is_a_failure(tmp_path: Path) -> None:
+    head = GOOD_HEAD.replace('n = IntegerParamField(key="n"', 'n = IntegerParamField(key="result"')
+    d = write(tmp_path, '''
+    def wrapperOnceExec(self, params, reqData, usrTag="", persId=0):
+        r = Response()
+        r.list = [item("result", b"x")]
+        return r
+''', head)
+    p = check(d)
+    assert p.returncode == 1
+    assert "parameter.chk.result is declared twice (as param and as output)" in p.stdout
+
+
+def test_a_project_without_wrapper_dir_gets_the_config_fix(tmp_path: Path) -> None:
+    (tmp_path / "wrapper").mkdir()
+    (tmp_path / "wrapper" / "wrapper.py").write_text((ROOT / "examples" / "demo" / "wrapper.py").read_text())
+    (tmp_path / "aiges.toml").write_text("[aiges]\nworkers = 1\n")
+    p = run(["-m", "aiges", "check"], tmp_path)
+    assert p.returncode == 1
+    assert 'add wrapperDir = "wrapper" to its [aiges] section' in p.stdout
