@@ -39,6 +39,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -416,8 +417,13 @@ def run_stream(server: Server, sessions: int, frames: int, seconds: float) -> St
 
 
 # ---------------------------------------------------------------- profile
-def profile(server: Server, seconds: float, out_dir: Path, tool: str, tmp: Path) -> dict[str, list[str]]:
-    """py-spy (non-blocking sampling) on loader and plugin during one more c=32 run."""
+PROFILE_RATE = 250  # py-spy samples per second
+
+
+def profile(server: Server, seconds: float, out_dir: Path, run: Callable[[], int], label: str) -> dict[str, list[str]]:
+    """py-spy on every server process during one more run of ``run`` (which returns how many requests
+    or frames it completed).  ``--gil --nonblocking``: only the thread holding the GIL is sampled and
+    the process is never paused, so shares are of Python CPU time and the run is barely disturbed."""
     pyspy = shutil.which("py-spy")
     if not pyspy:
         print("bench: --profile needs py-spy (pip install py-spy); skipped")
@@ -426,12 +432,13 @@ def profile(server: Server, seconds: float, out_dir: Path, tool: str, tmp: Path)
     spies = []
     for name, pid in server.pids.items():
         for fmt, ext in (("raw", "txt"), ("flamegraph", "svg")):
-            path = out_dir / f"{server.name}-{name}.{ext}"
+            path = out_dir / f"{label}-{name}.{ext}"
             spies.append((name, fmt, path, subprocess.Popen(
-                [pyspy, "record", "--nonblocking", "--pid", str(pid), "--duration", str(max(1, round(seconds))),
-                 "--format", fmt, "--output", str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)))
+                [pyspy, "record", "--gil", "--nonblocking", "--rate", str(PROFILE_RATE), "--pid", str(pid),
+                 "--duration", str(max(1, round(seconds))), "--format", fmt, "--output", str(path)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)))
     time.sleep(1)  # let py-spy attach before the load starts
-    load(server, 32, seconds, tool, tmp)
+    units = run()
     report: dict[str, list[str]] = {}
     for name, fmt, path, p in spies:
         try:
@@ -440,12 +447,14 @@ def profile(server: Server, seconds: float, out_dir: Path, tool: str, tmp: Path)
             p.kill()
             p.wait(5)
         if fmt == "raw" and path.exists():
-            report[name] = hot_spots(path)
+            report[name] = hot_spots(path, units)
+    print(f"  py-spy output (collapsed stacks .txt, flame graphs .svg) in {out_dir}")
     return report
 
 
-def hot_spots(collapsed: Path, top: int = 12) -> list[str]:
-    """Self and inclusive sample shares per function from py-spy's collapsed stacks."""
+def hot_spots(collapsed: Path, units: int, top: int = 14) -> list[str]:
+    """Python CPU per request/frame by function, self and inclusive, from py-spy's collapsed stacks
+    (an estimate: samples x sampling interval / units; the run is slightly longer than the profile)."""
     self_n: collections.Counter[str] = collections.Counter()
     incl_n: collections.Counter[str] = collections.Counter()
     total = 0
@@ -454,19 +463,22 @@ def hot_spots(collapsed: Path, top: int = 12) -> list[str]:
         if not stack or not count.isdigit():
             continue
         n = int(count)
-        frames = [f.strip() for f in stack.split(";") if f.strip()]
-        frames = [f for f in frames if not f.startswith("process ") and not f.startswith("thread ")]
+        frames = [_short(f.strip()) for f in stack.split(";") if f.strip()]
+        frames = [f for f in frames if not f.startswith(("process ", "thread "))]
         if not frames:
             continue
         total += n
-        self_n[_short(frames[-1])] += n
-        for f in set(map(_short, frames)):
+        self_n[frames[-1]] += n
+        for f in set(frames):
             incl_n[f] += n
-    if not total:
+    if not total or not units:
         return []
-    lines = [f"self {100 * n / total:5.1f}%  {f}" for f, n in self_n.most_common(top)]
-    ours = [(f, n) for f, n in incl_n.most_common() if "aiges/" in f][:top]
-    lines += [f"incl {100 * n / total:5.1f}%  {f}" for f, n in ours]
+    us = 1e6 / PROFILE_RATE / units
+    lines = [f"total {total * us:6.1f} us/unit of Python CPU (GIL held)"]
+    lines += [f"self  {n * us:6.1f} us  {f}" for f, n in self_n.most_common(top)]
+    skip = ("<module>", "_run_module_as_main", "_run_code", "Runner.run", "run (", "main (")
+    ours = [(f, n) for f, n in incl_n.most_common() if "aiges/" in f and not f.startswith(skip)][:top]
+    lines += [f"incl  {n * us:6.1f} us  {f}" for f, n in ours]
     return lines
 
 
@@ -580,7 +592,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.mode != "stream":
         runs += per_server * (2 + pairs) + (1 if args.profile else 0)  # warm-up, c=1, c=32 pairs, profile
     if args.mode != "once":
-        runs += 1
+        runs += 2 if args.profile else 1
     budget = int(runs * (secs + 15) + 120)
 
     def on_alarm(signum: int, frame: Any) -> None:
@@ -651,8 +663,10 @@ def main(argv: list[str] | None = None) -> int:
                                med >= TARGETS["ratio"]))
             checks.append(("no errors in our once runs", str(errors), errors == 0))
             if args.profile:
-                print(f"profiling our loader at c=32 for {secs:g} s (py-spy --nonblocking) ...")
-                results["profile_once"] = prof = profile(ours, secs, args.profile, tool, tmp)
+                print(f"profiling loader and plugin at c=32 for {secs:g} s (py-spy --gil --nonblocking), "
+                      f"Python CPU per request:")
+                results["profile_once"] = prof = profile(
+                    ours, secs, args.profile, lambda: load(ours, 32, secs, tool, tmp).requests, "once")
                 for name, lines in prof.items():
                     print(f"  {name}:")
                     for line in lines:
@@ -675,8 +689,15 @@ def main(argv: list[str] | None = None) -> int:
             checks.append((f"stream >= {TARGETS['frames_per_s']:.0f} frames/s ({args.sessions} sessions)",
                            f"{sr.frames_per_s:.0f} frames/s", sr.frames_per_s >= TARGETS["frames_per_s"]))
             checks.append(("no errors in the stream run", str(sr.errors), sr.errors == 0))
-            if args.profile and args.mode == "stream":
-                print("bench: --profile profiles once mode; run with --mode once or all")
+            if args.profile:
+                print(f"profiling loader and plugin during {args.sessions} sessions for {secs:g} s "
+                      f"(py-spy --gil --nonblocking), Python CPU per frame:")
+                results["profile_stream"] = prof = profile(
+                    st, secs, args.profile, lambda: run_stream(st, args.sessions, args.frames, secs).frames, "stream")
+                for name, lines in prof.items():
+                    print(f"  {name}:")
+                    for line in lines:
+                        print(f"    {line}")
     finally:
         signal.alarm(0)
         procs.stop_all()
