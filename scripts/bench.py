@@ -55,6 +55,7 @@ SERVING = re.compile(r"serving \S+ on (http://127\.0\.0\.1:(\d+))")
 TEXT = b"hello aiges bench: a short text payload"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 TARGETS = {"rps_c32": 2500.0, "p50_c1_ms": 2.0, "ratio": 0.55, "frames_per_s": 3000.0}
+DEFAULT_ONCE_WRAPPER = ROOT / "tests" / "wrappers" / "echo"
 MAX_REQUESTS = 5_000_000  # a count bound on every Python load loop, on top of its time bound
 
 
@@ -556,7 +557,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                     help="a config override for our loader, VALUE a TOML literal, e.g. --set log.access=false "
                          "(repeatable)")
-    ap.add_argument("--wrapper", type=Path, default=ROOT / "tests" / "wrappers" / "echo",
+    ap.add_argument("--wrapper", type=Path, default=DEFAULT_ONCE_WRAPPER,
                     help="once-mode wrapper dir; it must take payload 'text' (default tests/wrappers/echo)")
     ap.add_argument("--stream-wrapper", type=Path, default=ROOT / "tests" / "wrappers" / "echo_stream")
     ap.add_argument("--no-wrk", action="store_true", help="use the Python (aiohttp) load generator even if wrk exists")
@@ -620,8 +621,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.mode in ("once", "all"):
             ours = start_loader(procs, tmp, "once", args.wrapper.resolve(), overrides)
             with HttpClient(ours.url) as c:  # the answer is right before we count answers
-                got = c.once({"text": TEXT})["result"]
-                assert got == TEXT.decode(), f"echo answered {got!r}"
+                try:
+                    answer = c.once({"text": TEXT})
+                except ClientError as e:
+                    raise SystemExit(f"bench: {args.wrapper} answers the benchmark request with an error: {e}") from None
+                if args.wrapper.resolve() == DEFAULT_ONCE_WRAPPER and answer["result"] != TEXT.decode():
+                    raise SystemExit(f"bench: echo answered {answer['result']!r}, not the text it was sent")
             ceil = start_ceiling(procs, tmp) if ceiling else None
             print(f"ours:    {ours.url} (pids {ours.pids}, wrapper {args.wrapper})")
             if ceil:
@@ -683,8 +688,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {sr.frames_per_s:9.0f} frames/s  p50 {sr.p50_ms:7.2f} ms  p99 {sr.p99_ms:7.2f} ms  "
                   f"sessions {sr.sessions_done}  frames {sr.frames}  errors {sr.errors}  CPU ms/frame: "
                   f"{fmt_cpu(sr.cpu_ms_per_frame, sr.other_cpu_pct, sr.steal_pct)}")
-            for e in sr.error_samples:
-                print(f"    error: {e}")
+            for sample in sr.error_samples:
+                print(f"    error: {sample}")
             results["stream"] = asdict(sr)
             checks.append((f"stream >= {TARGETS['frames_per_s']:.0f} frames/s ({args.sessions} sessions)",
                            f"{sr.frames_per_s:.0f} frames/s", sr.frames_per_s >= TARGETS["frames_per_s"]))
