@@ -19,8 +19,8 @@ from aiges.config import Settings
 from aiges.loader import envelope
 from aiges.loader.metrics import Metrics
 from aiges.loader.once import handle_once
-from aiges.loader.rest import handle_infer, rest_error_body
 from aiges.loader.openapi import openapi_json, swagger
+from aiges.loader.rest import handle_infer, rest_error_body
 from aiges.loader.state import METRICS, POOL, SCHEMA, SERVICES, SESSIONS, SETTINGS, VALIDATOR
 from aiges.loader.stream import handle_stream
 from aiges.loader.validate import Validator
@@ -172,6 +172,7 @@ def create_app(settings: Settings, pool: WorkerPool, metrics_: Metrics, schema: 
         web.post("/infer", handle_infer),
         web.get("/openapi.json", openapi_json),
         web.get("/swagger", root),
+        web.get("/swagger/", root),
         web.get("/swagger/{file}", swagger),
     ]
     for path in inference_routes(settings, schema):

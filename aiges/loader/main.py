@@ -61,6 +61,7 @@ async def serve(settings: Settings) -> int:
     logger.info("shutting down: draining requests (grace %.0fs)", settings.grace)
     await runner.cleanup()
     await pool.close()
+    logs.flush()
     logger.info("stopped")
     return 0
 
