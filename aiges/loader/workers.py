@@ -43,6 +43,7 @@ class SessionLink:
         self.worker = worker
         self.tag = tag
         self.handle = ""
+        self.writer: Any = None  # the wrapperWriteStream call, opened by the first frame
         self.results: asyncio.Queue[pb.Response | errors.AigesError] = asyncio.Queue()
 
 
@@ -188,21 +189,51 @@ class Worker:
         try:
             return await call
         except asyncio.CancelledError:
-            if self.state in ("dead", "stopped"):
-                raise errors.WorkerUnavailable(
-                    f"plugin worker {self.name} died while handling the request; it is being restarted",
-                    retry_after=1) from None
-            raise
+            raise self._cancelled() from None
         except grpc.aio.AioRpcError as e:
-            code = e.code()
-            if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-                raise errors.DeadlineExceeded(f"no result within the deadline of {timeout:g}s") from None
-            if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
-                raise errors.WorkerUnavailable(
-                    f"plugin worker {self.name} is unavailable ({e.details()})", retry_after=1) from None
-            raise errors.InternalError(f"plugin call {method} failed: {code.name}: {e.details()}") from None
+            raise self._rpc_error(e, method, timeout) from None
         finally:
             self.inflight.discard(call)
+
+    def _cancelled(self) -> BaseException:
+        """A call cancelled because this worker died becomes 503; any other cancel stays one."""
+        if self.state in ("dead", "stopped"):
+            return errors.WorkerUnavailable(
+                f"plugin worker {self.name} died while handling the request; it is being restarted", retry_after=1)
+        return asyncio.CancelledError()
+
+    def _rpc_error(self, e: grpc.aio.AioRpcError, method: str, timeout: float | None) -> errors.AigesError:
+        code = e.code()
+        if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+            return errors.DeadlineExceeded(f"no result within the deadline of {timeout or 0:g}s")
+        if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
+            return errors.WorkerUnavailable(f"plugin worker {self.name} is unavailable ({e.details()})",
+                                            retry_after=1)
+        return errors.InternalError(f"plugin call {method} failed: {code.name}: {e.details()}")
+
+    async def write_frame(self, link: SessionLink, msg: pb.WriteMessage, timeout: float) -> pb.Ret:
+        """One frame on the session's write stream (opened on first use, lives as long as the session)."""
+        if self.stub is None or not self.ready:
+            raise errors.WorkerUnavailable(f"plugin worker {self.name} is not ready", retry_after=1)
+        if link.writer is None:
+            link.writer = self.stub.wrapperWriteStream(timeout=timeout)
+            self.inflight.add(link.writer)
+        try:
+            await link.writer.write(msg)
+            ret = await link.writer.read()
+        except asyncio.CancelledError:
+            raise self._cancelled() from None
+        except grpc.aio.AioRpcError as e:
+            raise self._rpc_error(e, "wrapperWriteStream", timeout) from None
+        if ret is grpc.aio.EOF:
+            raise errors.WorkerUnavailable(f"plugin worker {self.name} closed the session's write stream")
+        return ret
+
+    def close_writer(self, link: SessionLink) -> None:
+        if link.writer is not None:
+            self.inflight.discard(link.writer)
+            link.writer.cancel()
+            link.writer = None
 
     async def close_channel(self) -> None:
         if self._comm_task is not None:
@@ -389,7 +420,8 @@ class WorkerPool:
                               sid=link.tag)
         self.inflight += 1
         try:
-            ret: pb.Ret = await link.worker.call("wrapperWrite", msg, timeout)
+            # the stream's deadline bounds the whole session; [ws] sessionTimeout ends it sooner
+            ret = await link.worker.write_frame(link, msg, timeout + self.settings.ws_session_timeout)
         finally:
             self.inflight -= 1
         if ret.ret:
@@ -399,6 +431,7 @@ class WorkerPool:
         """wrapperDestroy, best effort: the worker may already be gone (then nothing holds it)."""
         worker = link.worker
         worker.sessions.pop(link.tag, None)
+        worker.close_writer(link)
         if not link.handle or not worker.ready:
             return
         try:

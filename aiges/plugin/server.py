@@ -143,6 +143,10 @@ class WrapperServicer(pb_grpc.WrapperServiceServicer):
                 await self._drain_reads(request.handle, tag, until_final=False)
         return ret
 
+    async def wrapperWriteStream(self, request_iterator: Any, context: Any) -> AsyncIterator[pb.Ret]:
+        async for msg in request_iterator:
+            yield await self.wrapperWrite(msg, context)
+
     async def _drain_reads(self, handle: str, tag: str, until_final: bool) -> None:
         """Poll wrapperRead and push what it returns; after the last frame, until a final result."""
         limit = time.monotonic() + READ_POLL_LIMIT
