@@ -20,7 +20,7 @@ import time
 from typing import Any
 
 import orjson
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 
 from aiges import errors
 from aiges._pb import aiges_inner_pb2 as pb
@@ -76,9 +76,11 @@ async def _read_items(request: web.Request, inputs: list[tuple[str, int]],
         declared = dict(inputs)
         items = []
         reader = await request.multipart()
-        async for part in reader:
-            name = getattr(part, "name", None) or ""
-            data = await part.read()  # type: ignore[union-attr]
+        while (part := await reader.next()) is not None:
+            if not isinstance(part, BodyPartReader):
+                raise errors.BadRequest("nested multipart bodies are not supported", errors.INVALID_DATA)
+            name = part.name or ""
+            data = await part.read()
             if name in declared:
                 items.append(_item(name, declared[name], bytes(data)))
             elif name:
