@@ -21,7 +21,7 @@ setup(
         "aiohttp>=3.9",
         "grpcio>=1.85.1",  # the generated code in aiges/_pb needs at least the grpcio-tools version below
         "grpcio-health-checking>=1.85.1",
-        "protobuf>=6.31",
+        "protobuf>=7.35.1",  # the runtime must be at least the generated code's version (aiges/_pb)
         "toml>=0.10",  # TOML on Python 3.10 (3.11+ uses tomllib)
         "orjson>=3.8",  # the envelope codec is on the hot path
         "uvloop>=0.19; sys_platform != 'win32'",  # faster event loop for loader and plugin
