@@ -253,3 +253,17 @@ def test_worker_death_ends_session_with_error_others_go_on(tmp_path: Path) -> No
         assert len(failed) == 1 and len(ok) == 1, outs
     finally:
         loader.stop()
+
+
+def test_binary_frame_gets_error_frame(streamcb: Loader) -> None:
+    async def go() -> list[dict[str, Any]]:
+        out = []
+        async with aiohttp.ClientSession() as s:
+            async with s.ws_connect(streamcb.url.replace("http", "ws") + "/v1/svcName") as ws:
+                await ws.send_bytes(b"\x00\x01")
+                async for msg in ws:
+                    if msg.type == aiohttp.WSMsgType.TEXT:
+                        out.append(json.loads(msg.data))
+        return out
+    msgs = asyncio.run(go())
+    assert msgs[0]["header"]["code"] == 10163 and "binary" in msgs[0]["header"]["message"]

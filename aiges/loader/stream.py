@@ -16,7 +16,7 @@ import asyncio
 import logging
 import time
 import uuid
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from aiohttp import WSMsgType, web
@@ -40,12 +40,50 @@ def _error_frame(sid: str, err: errors.AigesError) -> str:
     return orjson.dumps({"header": {"code": err.code, "message": err.message, "sid": sid, "status": 2}}).decode()
 
 
+class Channel(Protocol):
+    """Where a session's frames come from and its answers go: a WebSocket, or a gRPC stream."""
+
+    @property
+    def closed(self) -> bool: ...
+
+    async def send(self, text: str) -> None: ...
+
+    async def receive(self, timeout: float) -> str | None:
+        """The next text frame; None when the client has gone; asyncio.TimeoutError after timeout."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class WebSocketChannel:
+    def __init__(self, ws: web.WebSocketResponse) -> None:
+        self.ws = ws
+
+    @property
+    def closed(self) -> bool:
+        return self.ws.closed
+
+    async def send(self, text: str) -> None:
+        await self.ws.send_str(text)
+
+    async def receive(self, timeout: float) -> str | None:
+        msg = await self.ws.receive(timeout=timeout)
+        if msg.type == WSMsgType.TEXT:
+            return str(msg.data)
+        if msg.type == WSMsgType.BINARY:
+            raise errors.BadRequest("frames must be JSON text frames, got a binary frame", errors.WS_BAD_JSON)
+        return None  # CLOSE / CLOSING / CLOSED / ERROR: the client went away
+
+    async def close(self) -> None:
+        await self.ws.close()
+
+
 class Session:
-    def __init__(self, request: web.Request, ws: web.WebSocketResponse, sid: str) -> None:
-        self.app = request.app
+    def __init__(self, app: web.Application, channel: Channel, sid: str) -> None:
+        self.app = app
         self.settings = self.app[SETTINGS]
         self.pool = self.app[POOL]
-        self.ws = ws
+        self.channel = channel
         self.sid = sid
         self.link: SessionLink | None = None
         self.expect: dict[str, envelope.Expect] = {}
@@ -85,9 +123,9 @@ class Session:
                 return
 
     async def send(self, text: str) -> None:
-        if not self.ws.closed:
+        if not self.channel.closed:
             try:
-                await self.ws.send_str(text)
+                await self.channel.send(text)
             except ConnectionError:
                 pass
 
@@ -129,26 +167,24 @@ class Session:
                     f"session timeout: the session exceeded [ws] sessionTimeout = {self.settings.ws_session_timeout:g}s"))
                 return
             try:
-                msg = await asyncio.wait_for(self.ws.receive(), min(read_timeout, left))
+                text = await self.channel.receive(min(read_timeout, left))
             except asyncio.TimeoutError:
                 if time.monotonic() >= session_end:
                     continue
                 await self.fail(errors.SessionTimeout(
                     f"read timeout: no frame for {read_timeout:g}s ([ws] readTimeout)"))
                 return
-            if msg.type == WSMsgType.TEXT:
-                try:
-                    await self.handle_frame(msg.data)
-                except errors.AigesError as e:
-                    await self.fail(e)
-                    return
-            elif msg.type == WSMsgType.BINARY:
-                await self.fail(errors.BadRequest("frames must be JSON text frames, got a binary frame",
-                                                  errors.WS_BAD_JSON))
+            except errors.AigesError as e:  # e.g. a binary frame
+                await self.fail(e)
                 return
-            else:  # CLOSE / CLOSING / CLOSED / ERROR: the client went away
+            if text is None:  # the client went away
                 if not self.done.is_set():
                     self.outcome = "client_closed"
+                return
+            try:
+                await self.handle_frame(text)
+            except errors.AigesError as e:
+                await self.fail(e)
                 return
 
     async def run(self) -> None:
@@ -162,8 +198,8 @@ class Session:
                     t.cancel()
             if self.link is not None:
                 await self.pool.destroy(self.link)  # exactly once, on every ending
-            if not self.ws.closed:
-                await self.ws.close()
+            if not self.channel.closed:
+                await self.channel.close()
 
 
 async def handle_stream(request: web.Request) -> web.StreamResponse:
@@ -177,7 +213,7 @@ async def handle_stream(request: web.Request) -> web.StreamResponse:
     metrics = app[METRICS]
     app[SESSIONS].add(ws)
     metrics.sessions.inc()
-    session = Session(request, ws, sid)
+    session = Session(app, WebSocketChannel(ws), sid)
     try:
         await session.run()
     finally:
