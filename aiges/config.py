@@ -39,6 +39,9 @@ class Settings:
     # HTTP / WebSocket listener ([wrapper] http_listen, as upstream)
     http_host: str = "0.0.0.0"
     http_port: int = 1888
+    # the public gRPC API ([<svcName>] host/port, upstream's xsf listener); None = off
+    grpc_host: str = "0.0.0.0"
+    grpc_port: int | None = None
     # the wrapper
     wrapper_dir: str | None = None
     wrapper_module: str = "wrapper"
@@ -200,6 +203,14 @@ def parse(text: str, path: str = "aiges.toml", svc_name: str = "svcName",
     listen = env.get("AIGES_HTTP_LISTEN") or listen
     http_host, http_port = parse_listen(listen, "[wrapper] http_listen")
 
+    service = _section(doc, svc_name)
+    grpc_host = _get(service, svc_name, "host", "0.0.0.0", _str, "a host string")
+    grpc_port = _get(service, svc_name, "port", None, _int, "a port number")
+    if env.get("AIGES_GRPC_LISTEN"):
+        grpc_host, grpc_port = parse_listen(env["AIGES_GRPC_LISTEN"], "AIGES_GRPC_LISTEN")
+    if grpc_port is not None and not 0 <= grpc_port <= 65535:
+        raise ConfigError(f"[{svc_name}] port: expected a port number 0..65535, got {grpc_port}")
+
     base = os.path.dirname(os.path.abspath(path))
     wrapper_dir = _get(aiges, "aiges", "wrapperDir", None, _str, "a directory path string")
     wrapper_dir = env.get("AIGES_WRAPPER_DIR") or wrapper_dir
@@ -232,6 +243,8 @@ def parse(text: str, path: str = "aiges.toml", svc_name: str = "svcName",
         config_path=os.path.abspath(path),
         http_host=http_host,
         http_port=http_port,
+        grpc_host=grpc_host,
+        grpc_port=grpc_port,
         wrapper_dir=wrapper_dir,
         wrapper_module=_get(aiges, "aiges", "wrapperModule", "wrapper", _str, "a module name string"),
         wrapper_config={str(k): stringify(v) for k, v in wrapper.items() if k != "http_listen"},

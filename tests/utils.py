@@ -16,12 +16,12 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 WRAPPERS = Path(__file__).resolve().parent / "wrappers"
-SERVING = re.compile(r"serving \S+ on (http://[\d.]+:(\d+))")
+SERVING = re.compile(r"serving \S+ on (http://[\d.]+:(\d+))(?:, grpc ([\d.]+:\d+))?")
 
 BASE_TOML = """\
 [svcName]
 host = "127.0.0.1"
-port = 5090
+port = 0
 
 [aiges]
 wrapperDir = "{wrapper_dir}"
@@ -50,6 +50,7 @@ class Loader:
     workdir: Path
     stdout_path: Path
     stderr_path: Path
+    grpc: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -146,7 +147,7 @@ def start_loader(workdir: Path, wrapper_dir: Path, aiges: str = "", wrapper: str
     while time.monotonic() < deadline:
         m = SERVING.search(out.read_text(errors="replace"))
         if m:
-            return Loader(proc, m.group(1), int(m.group(2)), workdir, out, err)
+            return Loader(proc, m.group(1), int(m.group(2)), workdir, out, err, m.group(3) or "")
         if proc.poll() is not None:
             if expect_fail:
                 return Loader(proc, "", 0, workdir, out, err)

@@ -6,7 +6,6 @@ POST (once) and GET + WebSocket upgrade (streaming session) at the same time.
 """
 from __future__ import annotations
 
-import hmac
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -16,7 +15,7 @@ from aiohttp import WSMsgType, web
 
 from aiges import errors
 from aiges.config import Settings
-from aiges.loader import envelope
+from aiges.loader import auth, envelope
 from aiges.loader.metrics import Metrics
 from aiges.loader.once import handle_once
 from aiges.loader.openapi import openapi_json, swagger
@@ -44,13 +43,10 @@ def inference_routes(settings: Settings, schema: dict[str, Any]) -> list[str]:
 def _check_api_key(request: web.Request, keys: tuple[str, ...]) -> None:
     given = request.headers.get("x-api-key", "")
     if not given:
-        auth = request.headers.get("Authorization", "")
-        if auth.lower().startswith("bearer "):
-            given = auth[7:].strip()
-    if not given:
-        raise errors.Unauthorized("missing API key: send it in the x-api-key header")
-    if not any(hmac.compare_digest(given.encode(), k.encode()) for k in keys):
-        raise errors.Unauthorized("wrong API key (x-api-key header)")
+        authorization = request.headers.get("Authorization", "")
+        if authorization.lower().startswith("bearer "):
+            given = authorization[7:].strip()
+    auth.verify(given, keys)
 
 
 def _http_error(exc: web.HTTPException, request: web.Request, settings: Settings) -> errors.AigesError:

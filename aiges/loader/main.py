@@ -17,7 +17,7 @@ import sys
 from aiohttp import web
 
 from aiges.config import Settings
-from aiges.loader import logs
+from aiges.loader import grpc_api, logs
 from aiges.loader.app import create_app
 from aiges.loader.metrics import Metrics
 from aiges.loader.workers import WorkerPool, WorkerStartError
@@ -53,13 +53,23 @@ async def serve(settings: Settings) -> int:
         return 1
     host, port = runner.addresses[0][:2]
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
-    sys.stdout.write(f"aiges: serving {settings.svc_name} on http://{shown}:{port} (pid {os.getpid()})\n")
+    grpc_server, grpc_text = None, ""
+    if settings.grpc_port is not None:
+        try:
+            grpc_server, grpc_port = await grpc_api.start(app, settings.grpc_host, settings.grpc_port)
+            ghost = "127.0.0.1" if settings.grpc_host in ("0.0.0.0", "::") else settings.grpc_host
+            grpc_text = f", grpc {ghost}:{grpc_port}"
+        except RuntimeError as e:
+            logger.error("public gRPC API not started: cannot listen on %s:%d ([%s] host/port): %s",
+                         settings.grpc_host, settings.grpc_port, settings.svc_name, e)
+    sys.stdout.write(f"aiges: serving {settings.svc_name} on http://{shown}:{port}{grpc_text} (pid {os.getpid()})\n")
     sys.stdout.flush()
     logger.info("listening on %s:%d; routes: %s", host, port,
                 ", ".join(sorted({r.resource.canonical for r in app.router.routes() if r.resource})))
     await stop.wait()
     logger.info("shutting down: draining requests (grace %.0fs)", settings.grace)
-    await runner.cleanup()
+    stops = [runner.cleanup()] + ([grpc_server.stop(settings.grace)] if grpc_server is not None else [])
+    await asyncio.gather(*stops)
     await pool.close()
     logs.flush()
     logger.info("stopped")

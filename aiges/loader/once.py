@@ -43,17 +43,21 @@ def wrapper_failure(resp: pb.Response, status: int) -> errors.AigesError:
     return err
 
 
-async def handle_once(request: web.Request) -> web.Response:
-    app = request.app
+async def execute_once(app: web.Application, body: bytes, sid: str, deadline: float) -> bytes:
+    """Envelope in, envelope out: the once path shared by HTTP and the public gRPC API."""
     settings = app[SETTINGS]
-    sid = request["sid"] = new_sid()
-    deadline = request_deadline(request, settings.deadline)
-    doc = envelope.load_json(await request.read())
+    doc = envelope.load_json(body)
     parsed = envelope.parse(doc, app[SERVICES], settings.header_pass)
     app[VALIDATOR].check(parsed.params, parsed.raw_params, parsed.items)
     parsed.params["sid"] = sid
     resp = await app[POOL].once(pb.Request(tag=sid, params=parsed.params, list=parsed.items), deadline)
     if resp.ret:
         raise wrapper_failure(resp, settings.wrapper_error_status)
-    body = envelope.render_once(resp, parsed.expect, sid, service_label(app))
+    return envelope.render_once(resp, parsed.expect, sid, service_label(app))
+
+
+async def handle_once(request: web.Request) -> web.Response:
+    sid = request["sid"] = new_sid()
+    deadline = request_deadline(request, request.app[SETTINGS].deadline)
+    body = await execute_once(request.app, await request.read(), sid, deadline)
     return web.Response(body=body, content_type=JSON)
