@@ -1,12 +1,18 @@
 """The public gRPC API (aiges.api.Aiges) with real processes, through aiges.client.GrpcClient."""
 from __future__ import annotations
 
+import json
+import threading
 from pathlib import Path
 
+import grpc
 import pytest
 
+from aiges._pb import aiges_api_pb2 as api
+from aiges._pb import aiges_api_pb2_grpc as api_grpc
+
 from aiges.client import ClientError, GrpcClient
-from tests.utils import ROOT, WRAPPERS, Loader, start_loader
+from tests.utils import ROOT, WRAPPERS, Loader, start_loader, wait_until
 
 
 def test_once_and_errors(demo: Loader) -> None:
@@ -34,6 +40,33 @@ def test_stream_error_frame(tmp_path: Path) -> None:
             list(c.stream([({"text": "a"}, 0)], params={"ctrl": "create_fail"}))
         assert e.value.code == 77 and "cannot create" in e.value.message
     finally:
+        loader.stop()
+
+
+def test_stream_cancelled_by_client_destroys_once(tmp_path: Path) -> None:
+    """A client that cancels its Stream call mid-session: the session ends, wrapperDestroy runs once.
+    (A client that only half-closes its request stream keeps getting results: test_stream_session.)"""
+    log = tmp_path / "destroy.log"
+    loader = start_loader(tmp_path, WRAPPERS / "stream_callback", env={"STREAM_DESTROY_LOG": str(log)})
+    release = threading.Event()
+
+    def frames():  # one frame, then the client holds its side open until the test lets go
+        yield api.Envelope(json=json.dumps({"parameter": {"streamcb": {}}, "payload": {
+            "text": {"text": "YQ==", "status": 0}}}))
+        release.wait(10)
+
+    try:
+        with grpc.insecure_channel(loader.grpc) as ch:
+            call = api_grpc.AigesStub(ch).Stream(frames(), timeout=10)
+            replies = [json.loads(next(call).json) for _ in range(2)]  # the session's ack, then a result
+            assert replies[0]["header"]["status"] == 0 and "result" in replies[1]["payload"]
+            call.cancel()
+        release.set()
+        assert wait_until(lambda: log.exists() and len(log.read_text().split()) == 1, 5)
+        threading.Event().wait(0.3)
+        assert len(log.read_text().split()) == 1
+    finally:
+        release.set()
         loader.stop()
 
 

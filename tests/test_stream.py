@@ -152,10 +152,15 @@ def test_wrapper_errors_end_session_with_frame(streamcb: Loader) -> None:
                                [frame("streamcb", "text", b"a", 0, params={"ctrl": "create_fail"})]))
     assert msgs[0]["header"]["code"] == 77 and "cannot create" in msgs[0]["header"]["message"]
     before = len(destroyed(streamcb))
+    # frames are not acknowledged one by one: the failing frame's error must still come after the
+    # results of the frames before it, none lost
     msgs = asyncio.run(session(streamcb.url + "/v1/svcName",
-                               [frame("streamcb", "text", b"a", 0), frame(None, "text", b"fail", 1)]))
-    err = [m for m in msgs if m.get("header", {}).get("code")][0]
-    assert err["header"]["code"] == 55 and "frame rejected" in err["header"]["message"]
+                               [frame("streamcb", "text", b"a", 0), frame(None, "text", b"b", 1),
+                                frame(None, "text", b"c", 1), frame(None, "text", b"fail", 1)]))
+    codes = [m["header"].get("code") for m in msgs if "header" in m]
+    assert [json.loads(base64.b64decode(m["payload"]["result"]["text"]))["text"] for m in results(msgs)] == list("abc")
+    err = msgs[-2]
+    assert codes[-1] == 55 and "frame rejected" in err["header"]["message"] and "payload" not in err
     assert wait_until(lambda: len(destroyed(streamcb)) == before + 1, 3)
 
 

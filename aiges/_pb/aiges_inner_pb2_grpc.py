@@ -158,8 +158,9 @@ class WrapperServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def wrapperWriteStream(self, request_iterator, context):
-        """aiges addition: a session's frames on one stream, answered by one Ret each, in order —
-        the same as wrapperWrite per frame, without the cost of a new call per frame.
+        """aiges addition: a session's frames on one stream, in order — wrapperWrite per frame without
+        a call (and an answer) per frame.  Nothing is sent back on it: a frame that fails produces a
+        Response with `ret` and `msg` on `communicate` under the session's tag, as results do.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -38,13 +38,17 @@ class GrpcChannel:
         self._reader = asyncio.create_task(self._read(requests))
 
     async def _read(self, requests: AsyncIterator[api.Envelope]) -> None:
+        """Frames into ``inbox``.  The client closing its side of the stream (half-close) only means
+        "no more frames": the session goes on until its final result or a timeout.  A broken or
+        cancelled call means the client is gone (``_END``)."""
         try:
             async for env in requests:
                 self.inbox.put_nowait(env.json)
         except (grpc.aio.AioRpcError, asyncio.CancelledError):
-            pass
-        finally:
-            self.inbox.put_nowait(_END)
+            self.gone()
+
+    def gone(self) -> None:
+        self.inbox.put_nowait(_END)
 
     @property
     def closed(self) -> bool:
@@ -111,11 +115,15 @@ class AigesApi(api_grpc.AigesServicer):
         task.add_done_callback(ended)
         # if the client cancels, this generator stops; the session notices the closed request
         # stream by itself and ends (wrapperDestroy included) without being cancelled midway
-        while True:
-            text = await channel.out.get()
-            if text is None:
-                return
-            yield api.Envelope(json=text)
+        try:
+            while True:
+                text = await channel.out.get()
+                if text is None:
+                    return
+                yield api.Envelope(json=text)
+        finally:
+            if not task.done():  # the client cancelled the call: its session ends as a disconnect
+                channel.gone()
 
 
 async def start(app: web.Application, host: str, port: int) -> tuple[grpc.aio.Server, int]:

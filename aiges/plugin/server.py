@@ -20,7 +20,7 @@ import socket
 import sys
 import time
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import grpc
@@ -44,6 +44,7 @@ MAGIC_COOKIE_VALUE = "hello"
 _CLOSE = object()
 READ_POLL_INTERVAL = 0.01
 READ_POLL_LIMIT = 120.0
+DESTROY_WAIT = 30.0  # seconds wrapperDestroy waits for the session's running wrapperWrite
 RESULT_BACKLOG = 10000  # seconds a wrapperRead-style session may take to produce its final result
 
 
@@ -60,14 +61,22 @@ class WrapperServicer(pb_grpc.WrapperServiceServicer):
         self.session_tags: dict[str, str] = {}
         self.streams = 0
         self._pollers: set[asyncio.Task[None]] = set()
+        self._writing: dict[str, Future[Any]] = {}  # session handle -> its wrapperWrite in a thread
         callback_mod.set_sink(self._callback_sink)
 
     # ---- helpers
-    async def _run(self, fn: Any, *args: Any) -> Any:
+    async def _run(self, fn: Any, *args: Any, handle: str | None = None) -> Any:
+        """Run a wrapper method in the pool.  With ``handle``, remember the running call so that
+        ``wrapperDestroy`` of that session waits for it (the thread goes on even when the caller
+        gave up, and a wrapper must never see destroy while its write is still running)."""
         self.inflight += 1
         self.idle.clear()
         try:
-            return await self.loop.run_in_executor(self.executor, fn, *args)
+            cf = self.executor.submit(fn, *args)
+            if handle is not None:
+                self._writing[handle] = cf
+                cf.add_done_callback(lambda f: self._writing.get(handle) is f and self._writing.pop(handle, None))
+            return await asyncio.wrap_future(cf)
         finally:
             self.inflight -= 1
             if self.inflight == 0:
@@ -130,7 +139,7 @@ class WrapperServicer(pb_grpc.WrapperServiceServicer):
         return h
 
     async def wrapperWrite(self, request: pb.WriteMessage, context: Any) -> pb.Ret:
-        ret: pb.Ret = await self._run(self.host.write, request)
+        ret: pb.Ret = await self._run(self.host.write, request, handle=request.handle)
         if ret.ret == 0 and self.host.polls_read:
             tag = self.session_tags.get(request.handle, request.req.tag)
             if any(d.status in (2, 3) for d in request.req.list):
@@ -144,8 +153,15 @@ class WrapperServicer(pb_grpc.WrapperServiceServicer):
         return ret
 
     async def wrapperWriteStream(self, request_iterator: Any, context: Any) -> AsyncIterator[pb.Ret]:
+        """A session's frames in order.  Nothing is answered per frame: a failed frame's ``ret``
+        goes to ``communicate`` under the session's tag, after the results of earlier frames."""
         async for msg in request_iterator:
-            yield await self.wrapperWrite(msg, context)
+            ret = await self.wrapperWrite(msg, context)
+            if ret.ret:
+                tag = self.session_tags.get(msg.handle, msg.req.tag)
+                self._push(pb.Response(tag=tag, ret=ret.ret, msg=ret.msg))
+        return
+        yield  # an async generator that yields nothing
 
     async def _drain_reads(self, handle: str, tag: str, until_final: bool) -> None:
         """Poll wrapperRead and push what it returns; after the last frame, until a final result."""
@@ -168,6 +184,12 @@ class WrapperServicer(pb_grpc.WrapperServiceServicer):
 
     async def wrapperDestroy(self, request: pb.Handle, context: Any) -> pb.Ret:
         self.session_tags.pop(request.handle, None)
+        writing = self._writing.get(request.handle)
+        if writing is not None and not writing.done():
+            done, _ = await asyncio.wait({asyncio.wrap_future(writing)}, timeout=DESTROY_WAIT)
+            if not done:
+                logger.warning("wrapperDestroy(%s): wrapperWrite still running after %.0fs; destroying anyway",
+                               request.handle, DESTROY_WAIT)
         return await self._run(self.host.destroy, request.handle)
 
     async def wrapperFini(self, request: pb.SvcId, context: Any) -> pb.Ret:
