@@ -4,8 +4,9 @@ from __future__ import annotations
 import base64
 import json
 import time
+from pathlib import Path
 
-from tests.utils import WRAPPERS, Loader, once_body
+from tests.utils import WRAPPERS, Loader, once_body, start_loader
 
 PNG = (WRAPPERS / "image_stats" / "test_data" / "test.png").read_bytes()
 
@@ -152,3 +153,49 @@ def test_logs_written(demo: Loader) -> None:
     assert "sid=" in (logs / "error-access.log").read_text()
     assert wait_until(lambda: (logs / "access.log").exists(), 3)
     assert "plugin w0 ready" in (logs / "app.log").read_text()
+
+
+RELATIVE_WRAPPER = '''
+from aiges.dto import Response, ResponseData
+from aiges.sdk import WrapperBase, StringBodyField
+from aiges.core.types import DataText, Once
+
+
+class UserRequest(object):
+    input1 = StringBodyField(key="text", value=b"x")
+
+
+class UserResponse(object):
+    accept1 = StringBodyField(key="result")
+
+
+class Wrapper(WrapperBase):
+    serviceId = "rel"
+    requestCls = UserRequest()
+    responseCls = UserResponse()
+
+    def wrapperInit(self, config):
+        self.model = open("model/labels.txt").read().strip()  # relative, as upstream wrappers do
+        return 0
+
+    def wrapperOnceExec(self, params, reqData, usrTag="", persId=0):
+        r = Response()
+        r.list = [ResponseData(key="result", data=self.model.encode(), type=DataText, status=Once)]
+        return r
+'''
+
+
+def test_relative_paths_resolve_in_the_wrapper_directory(tmp_path: Path) -> None:
+    """Upstream ran the wrapper in its own directory; a wrapper opening "model/labels.txt" keeps
+    working when the loader runs elsewhere with [aiges] wrapperDir pointing at it."""
+    wd = tmp_path / "project" / "wrapper"
+    (wd / "model").mkdir(parents=True)
+    (wd / "model" / "labels.txt").write_text("cat,dog\n")
+    (wd / "wrapper.py").write_text(RELATIVE_WRAPPER)
+    loader = start_loader(tmp_path / "run", wd)
+    try:
+        status, _, resp = loader.post("/v1/svcName", once_body("rel", {"text": {"text": b64("q"), "status": 3}}))
+        assert status == 200, resp
+        assert resp["payload"]["result"]["text"] == "cat,dog"
+    finally:
+        loader.stop()

@@ -103,7 +103,10 @@ class Worker:
         timeout = self.settings.start_timeout
         self.proc = await asyncio.create_subprocess_exec(
             *self._command(), stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE, env=self._env(sock), start_new_session=True)
+            stderr=asyncio.subprocess.PIPE, env=self._env(sock), start_new_session=True,
+            # upstream ran the wrapper in its own directory: relative paths in wrapper.py
+            # (test_data/..., model files) keep meaning what they meant there
+            cwd=self.settings.wrapper_dir or None)
         self.pid = self.proc.pid
         assert self.proc.stdout is not None and self.proc.stderr is not None
         self._tasks = [asyncio.create_task(self._drain(self.proc.stderr, "stderr"))]
