@@ -190,7 +190,9 @@ def decode_outputs(payload: Mapping[str, Any] | None, text_raw: bool) -> list[Re
             raise ClientError(TRANSPORT_ERROR, f"payload.{key}: no data field in the server's answer")
         raw = item[kind]
         attrs = {k: str(v) for k, v in item.items() if k not in (kind, "seq", "status")}
-        if kind == "text" and text_raw and attrs.get("encoding") != "base64":
+        if not isinstance(raw, str):  # format=json in a WebSocket frame: the JSON itself, embedded
+            data = orjson.dumps(raw)
+        elif kind == "text" and text_raw and attrs.get("encoding") != "base64":
             data = str(raw).encode("utf-8")
         else:
             # the loader labels a non-UTF-8 text output with encoding=base64 instead of mangling it

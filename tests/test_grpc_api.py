@@ -10,7 +10,6 @@ import pytest
 
 from aiges._pb import aiges_api_pb2 as api
 from aiges._pb import aiges_api_pb2_grpc as api_grpc
-
 from aiges.client import ClientError, GrpcClient
 from tests.utils import ROOT, WRAPPERS, Loader, start_loader, wait_until
 

@@ -69,8 +69,18 @@ def destroyed(loader: Loader) -> list[str]:
     return p.read_text().split() if p.exists() else []
 
 
+def settled(loader: Loader) -> int:
+    """How many sessions were destroyed, once earlier tests' sessions are (the server closes a
+    session before destroying it, so the last test's destroy may still be on its way)."""
+    n, prev = len(destroyed(loader)), -1
+    while n != prev:
+        time.sleep(0.2)
+        n, prev = len(destroyed(loader)), n
+    return n
+
+
 def test_frames_in_order_results_pushed_typed_and_closed(streamcb: Loader) -> None:
-    before = len(destroyed(streamcb))
+    before = settled(streamcb)
     frames = [frame("streamcb", "text", b"first", 0), frame(None, "text", b"img:\x89PNGbytes", 1),
               frame(None, "text", b"third", 1), frame(None, "text", b"last", 2)]
     msgs = asyncio.run(session(streamcb.url + "/v1/svcName", frames))
@@ -105,7 +115,7 @@ def test_async_callback_results_from_threads(streamcb: Loader) -> None:
 
 
 def test_client_disconnect_destroys_once(streamcb: Loader) -> None:
-    before = len(destroyed(streamcb))
+    before = settled(streamcb)
     asyncio.run(session(streamcb.url + "/v1/svcName", [frame("streamcb", "text", b"a", 0)], delay=0.2,
                         close_after=1))
     assert wait_until(lambda: len(destroyed(streamcb)) == before + 1, 3)
@@ -114,7 +124,7 @@ def test_client_disconnect_destroys_once(streamcb: Loader) -> None:
 
 
 def test_read_timeout_error_frame_then_close(streamcb: Loader) -> None:
-    before = len(destroyed(streamcb))
+    before = settled(streamcb)
     t = time.monotonic()
     msgs = asyncio.run(session(streamcb.url + "/v1/svcName", [frame("streamcb", "text", b"a", 0)]))
     assert 0.8 < time.monotonic() - t < 3
@@ -124,7 +134,7 @@ def test_read_timeout_error_frame_then_close(streamcb: Loader) -> None:
 
 
 def test_session_timeout(streamcb: Loader) -> None:
-    before = len(destroyed(streamcb))
+    before = settled(streamcb)
     frames = [frame("streamcb", "text", b"x", 0 if i == 0 else 1) for i in range(8)]
     msgs = asyncio.run(session(streamcb.url + "/v1/svcName", frames, delay=0.5))
     errs = [m for m in msgs if m.get("header", {}).get("code")]
@@ -133,7 +143,7 @@ def test_session_timeout(streamcb: Loader) -> None:
 
 
 def test_bad_json_frame_10163(streamcb: Loader) -> None:
-    before = len(destroyed(streamcb))
+    before = settled(streamcb)
     msgs = asyncio.run(session(streamcb.url + "/v1/svcName", [frame("streamcb", "text", b"a", 0), "{oops"]))
     err = [m for m in msgs if m.get("header", {}).get("code")][0]
     assert err["header"]["code"] == 10163 and "parse request json error" in err["header"]["message"]
@@ -151,7 +161,7 @@ def test_wrapper_errors_end_session_with_frame(streamcb: Loader) -> None:
     msgs = asyncio.run(session(streamcb.url + "/v1/svcName",
                                [frame("streamcb", "text", b"a", 0, params={"ctrl": "create_fail"})]))
     assert msgs[0]["header"]["code"] == 77 and "cannot create" in msgs[0]["header"]["message"]
-    before = len(destroyed(streamcb))
+    before = settled(streamcb)
     # frames are not acknowledged one by one: the failing frame's error must still come after the
     # results of the frames before it, none lost
     msgs = asyncio.run(session(streamcb.url + "/v1/svcName",
@@ -272,3 +282,171 @@ def test_binary_frame_gets_error_frame(streamcb: Loader) -> None:
         return out
     msgs = asyncio.run(go())
     assert msgs[0]["header"]["code"] == 10163 and "binary" in msgs[0]["header"]["message"]
+
+
+@pytest.fixture(scope="module")
+def streamread(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loader]:
+    d = tmp_path_factory.mktemp("streamread")
+    log = d / "destroy.log"
+    loader = start_loader(d, WRAPPERS / "stream_read", ws="readTimeout = 1\nsessionTimeout = 5",
+                          env={"STREAM_DESTROY_LOG": str(log)})
+    loader.extra["destroy_log"] = log
+    yield loader
+    loader.stop()
+
+
+def test_read_results_are_pushed_without_waiting_for_the_next_frame(streamread: Loader) -> None:
+    """A wrapperRead result that becomes ready after the write returned reaches the client at once,
+    not when the client sends its next frame (upstream's realTimeRlt=false behaviour)."""
+    async def go() -> tuple[float, list[dict[str, Any]]]:
+        async with aiohttp.ClientSession() as s:
+            async with s.ws_connect(streamread.url.replace("http", "ws") + "/v1/svcName") as ws:
+                await ws.send_str(frame("streamread", "text", b"one", 0, params={"delay": "0.2"}))
+                assert json.loads(await ws.receive_str())["header"]["status"] == 0  # ack
+                t = time.monotonic()
+                first = json.loads(await ws.receive_str(timeout=0.9))  # within readTimeout, no new frame
+                waited = time.monotonic() - t
+                await ws.send_str(frame(None, "text", b"two", 2))
+                rest = [json.loads(m.data) async for m in ws if m.type == aiohttp.WSMsgType.TEXT]
+                return waited, [first, *rest]
+    waited, msgs = asyncio.run(go())
+    assert waited < 0.8
+    assert [base64.b64decode(m["payload"]["result"]["text"]) for m in msgs] == [b"ONE", b"TWO"]
+    assert msgs[-1]["header"]["status"] == 2
+
+
+def test_slow_final_result_after_the_last_frame_is_not_a_read_timeout(streamread: Loader) -> None:
+    """After the client's last frame it owes nothing: the wrapper may take longer than readTimeout
+    (1 s here) for its results; only sessionTimeout bounds it."""
+    before = settled(streamread)
+    frames = [frame("streamread", "text", b"a", 0, params={"delay": "0.6"}), frame(None, "text", b"b", 1),
+              frame(None, "text", b"c", 2)]
+    t = time.monotonic()
+    msgs = asyncio.run(session(streamread.url + "/v1/svcName", frames))
+    assert time.monotonic() - t > 1.5  # three frames at 0.6 s each: past readTimeout
+    assert [m["header"]["code"] for m in msgs if "header" in m] == [0, 0, 0, 0]
+    assert [base64.b64decode(m["payload"]["result"]["text"]) for m in results(msgs)] == [b"A", b"B", b"C"]
+    assert msgs[-1] == {"closed": 1000}
+    assert wait_until(lambda: len(destroyed(streamread)) == before + 1, 3)
+
+
+def test_reused_handles_never_get_an_old_sessions_results(tmp_path: Path) -> None:
+    """Sessions that end while their wrapperRead results are still coming: destroy stops their
+    poller, so a later session never receives (or loses) anything because of them."""
+    loader = start_loader(tmp_path, WRAPPERS / "stream_read", ws="readTimeout = 5")
+
+    async def abandoned() -> None:
+        async with aiohttp.ClientSession() as s:
+            async with s.ws_connect(loader.url.replace("http", "ws") + "/v1/svcName") as ws:
+                await ws.send_str(frame("streamread", "text", b"old", 0, params={"delay": "0.3"}))
+                await ws.send_str(frame(None, "text", b"old", 2))
+                await ws.receive_str()  # ack, then leave with results still to come
+
+    try:
+        for i in range(4):
+            asyncio.run(abandoned())
+            frames = [frame("streamread", "text", f"n{i}a".encode(), 0), frame(None, "text", f"n{i}b".encode(), 2)]
+            msgs = asyncio.run(session(loader.url + "/v1/svcName", frames))
+            got = [base64.b64decode(m["payload"]["result"]["text"]) for m in results(msgs)]
+            assert got == [f"N{i}A".encode(), f"N{i}B".encode()], msgs
+    finally:
+        loader.stop()
+
+
+def test_destroy_waits_for_a_slow_write_and_is_never_lost(streamcb: Loader) -> None:
+    """readTimeout (1 s) ends a session whose wrapperWrite sleeps 2.5 s: the client gets its error
+    frame and close at once; wrapperDestroy runs once, after the write has returned."""
+    before = settled(streamcb)
+    t = time.monotonic()
+    msgs = asyncio.run(session(streamcb.url + "/v1/svcName", [frame("streamcb", "text", b"a", 0),
+                                                               frame(None, "text", b"sleep:2.5", 1)]))
+    assert time.monotonic() - t < 2.2  # the close did not wait for the write
+    assert msgs[-2]["header"]["code"] == 10114 and msgs[-1] == {"closed": 1000}
+    assert len(destroyed(streamcb)) == before  # not while the write runs
+    assert wait_until(lambda: len(destroyed(streamcb)) == before + 1, 5)
+    time.sleep(0.3)
+    assert len(destroyed(streamcb)) == before + 1
+
+
+def test_final_result_recognised_whatever_its_place_in_the_response(streamcb: Loader) -> None:
+    frames = [frame("streamcb", "text", b"a", 0), frame(None, "text", b"final-first", 1)]
+    msgs = asyncio.run(session(streamcb.url + "/v1/svcName", frames))
+    last = results(msgs)[-1]
+    assert last["header"]["status"] == 2 and set(last["payload"]) == {"result", "thumb"}
+    assert msgs[-1] == {"closed": 1000}
+
+
+def test_frame_over_the_size_limit_gets_an_error_frame(tmp_path: Path) -> None:
+    loader = start_loader(tmp_path, WRAPPERS / "stream_callback", aiges="maxBodyMB = 1")
+
+    async def go() -> tuple[list[dict[str, Any]], int | None]:
+        out = []
+        async with aiohttp.ClientSession() as s:
+            async with s.ws_connect(loader.url.replace("http", "ws") + "/v1/svcName") as ws:
+                await ws.send_str(frame("streamcb", "text", b"x" * (2 * 1024 * 1024), 0))
+                async for msg in ws:
+                    if msg.type == aiohttp.WSMsgType.TEXT:
+                        out.append(json.loads(msg.data))
+                return out, ws.close_code
+    try:
+        msgs, code = asyncio.run(go())
+        assert code == 1009
+        assert msgs and msgs[-1]["header"]["code"] == 12413 and "maxBodyMB" in msgs[-1]["header"]["message"]
+        assert msgs[-1]["header"]["sid"]
+    finally:
+        loader.stop()
+
+
+def test_create_finishing_after_the_deadline_is_destroyed(tmp_path: Path) -> None:
+    """wrapperCreate takes 1.5 s, the deadline is 1 s: the client gets 10102, and the session the
+    wrapper creates afterwards is destroyed instead of leaking."""
+    log = tmp_path / "destroy.log"
+    loader = start_loader(tmp_path, WRAPPERS / "stream_callback", aiges="deadline = 1",
+                          env={"STREAM_DESTROY_LOG": str(log)})
+    try:
+        msgs = asyncio.run(session(loader.url + "/v1/svcName",
+                                   [frame("streamcb", "text", b"a", 0, params={"ctrl": "create_slow"})]))
+        assert msgs[0]["header"]["code"] == 10102
+        assert wait_until(lambda: log.exists() and len(log.read_text().split()) == 1, 5)
+    finally:
+        loader.stop()
+
+
+def test_json_format_results_are_embedded_as_json(streamcb: Loader) -> None:
+    """As upstream's WebSocket protocol: an expect object with format=json gets valid JSON results
+    embedded as they are, not base64."""
+    first = json.loads(frame("streamcb", "text", b"a", 0))
+    first["parameter"]["streamcb"]["result"] = {"encoding": "utf8", "format": "json"}
+    msgs = asyncio.run(session(streamcb.url + "/v1/svcName", [json.dumps(first), frame(None, "text", b"b", 2)]))
+    res = results(msgs)
+    assert [m["payload"]["result"]["text"]["text"] for m in res] == ["a", "b"]
+
+
+def test_sigterm_lets_open_sessions_finish(tmp_path: Path) -> None:
+    """SIGTERM while a session is open: it finishes within the grace period (result, close 1000),
+    the loader then exits 0; a session that outlives the grace gets error frame 12504."""
+    loader = start_loader(tmp_path, WRAPPERS / "stream_callback", aiges="grace = 2", ws="readTimeout = 10")
+
+    async def go() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        async with aiohttp.ClientSession() as s:
+            url = loader.url.replace("http", "ws") + "/v1/svcName"
+            fin, stuck = await s.ws_connect(url), await s.ws_connect(url)
+            for ws in (fin, stuck):
+                await ws.send_str(frame("streamcb", "text", b"a", 0))
+                await ws.receive_str()  # ack
+                await ws.receive_str()  # result
+            loader.proc.send_signal(signal.SIGTERM)
+            await asyncio.sleep(0.3)
+            await fin.send_str(frame(None, "text", b"z", 2))
+            outs = []
+            for ws in (fin, stuck):
+                outs.append([json.loads(m.data) async for m in ws if m.type == aiohttp.WSMsgType.TEXT])
+            return outs[0], outs[1]
+
+    try:
+        fin, stuck = asyncio.run(go())
+        assert fin[-1]["header"]["code"] == 0 and fin[-1]["header"]["status"] == 2
+        assert stuck[-1]["header"]["code"] == 12504 and "grace" in stuck[-1]["header"]["message"]
+        assert loader.proc.wait(15) == 0
+    finally:
+        loader.stop()

@@ -134,12 +134,6 @@ async def ping(request: web.Request) -> web.StreamResponse:
     return ws
 
 
-async def _close_sessions(app: web.Application) -> None:
-    sessions: set[web.WebSocketResponse] = app[SESSIONS]
-    for ws in list(sessions):
-        await ws.close(code=1001, message=b"server shutting down")
-
-
 # route kind of each handler: the label for metrics and what PROTECTED refers to
 ROUTE_KINDS: dict[Any, str] = {handle_once: "once", handle_stream: "stream", handle_infer: "infer",
                                health: "health", ready: "ready", metrics: "metrics", ping: "ping", root: "root", openapi_json: "openapi",
@@ -175,5 +169,4 @@ def create_app(settings: Settings, pool: WorkerPool, metrics_: Metrics, schema: 
         routes.append(web.post(path, handle_once))
         routes.append(web.get(path, handle_stream, allow_head=False))
     app.add_routes(routes)
-    app.on_shutdown.append(_close_sessions)
     return app

@@ -182,8 +182,12 @@ def parse(doc: dict[str, Any], services: tuple[str, ...], header_pass: tuple[str
     return Parsed(header=header, params=params, items=items, expect=expect, raw_params=raw)
 
 
-def output_item(d: pb.ResponseData, exp: Expect | None, seq: str, text_raw: bool) -> dict[str, Any]:
-    """One output as the envelope shows it: expect attrs, desc, seq/status strings, the data."""
+def output_item(d: pb.ResponseData, exp: Expect | None, seq: str, text_raw: bool,
+                json_raw: bool = False) -> dict[str, Any]:
+    """One output as the envelope shows it: expect attrs, desc, seq/status strings, the data.
+
+    ``json_raw`` (WebSocket frames, as upstream): when the expect object says ``format: json`` and
+    the data is valid JSON, the JSON is embedded as it is instead of base64."""
     item: dict[str, Any] = {}
     if exp is not None:
         item.update(exp.attrs)
@@ -192,6 +196,12 @@ def output_item(d: pb.ResponseData, exp: Expect | None, seq: str, text_raw: bool
     item.setdefault("seq", seq)
     item["status"] = str(d.status)
     name = TYPE_NAMES.get(d.type, "other")
+    if json_raw and exp is not None and exp.attrs.get("format") == "json":
+        try:
+            item[name] = orjson.loads(d.data)
+            return item
+        except orjson.JSONDecodeError:
+            pass
     if d.type == 0 and text_raw:
         try:
             item["text"] = d.data.decode("utf-8")

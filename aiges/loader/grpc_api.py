@@ -20,7 +20,7 @@ from aiges._pb import aiges_api_pb2_grpc as api_grpc
 from aiges.loader import auth
 from aiges.loader.metrics import Metrics
 from aiges.loader.once import execute_once, new_sid
-from aiges.loader.state import METRICS, SETTINGS
+from aiges.loader.state import METRICS, SESSIONS, SETTINGS
 from aiges.loader.stream import Session
 
 logger = logging.getLogger("aiges.grpc")
@@ -105,9 +105,11 @@ class AigesApi(api_grpc.AigesServicer):
         self.metrics.sessions.inc()
         task = asyncio.create_task(session.run())
         self._sessions.add(task)
+        self.app[SESSIONS].add(session)  # drained on shutdown like WebSocket sessions
 
         def ended(t: asyncio.Task[None]) -> None:
             self._sessions.discard(t)
+            self.app[SESSIONS].discard(session)
             self.metrics.sessions.dec()
             self.metrics.sessions_total.labels(session.outcome).inc()
             channel.out.put_nowait(_END)

@@ -20,6 +20,7 @@ from aiges.config import Settings
 from aiges.loader import grpc_api, logs
 from aiges.loader.app import create_app
 from aiges.loader.metrics import Metrics
+from aiges.loader.stream import drain_sessions
 from aiges.loader.workers import WorkerPool, WorkerStartError
 
 logger = logging.getLogger("aiges.loader")
@@ -67,7 +68,12 @@ async def serve(settings: Settings) -> int:
     logger.info("listening on %s:%d; routes: %s", host, port,
                 ", ".join(sorted({r.resource.canonical for r in app.router.routes() if r.resource})))
     await stop.wait()
-    logger.info("shutting down: draining requests (grace %.0fs)", settings.grace)
+    logger.info("shutting down: draining sessions and requests (grace %.0fs)", settings.grace)
+    # Stop accepting, then let open sessions finish while their connections are still read:
+    # aiohttp's own shutdown (runner.cleanup) stops reading every connection at once, which would
+    # cut a session off between two frames.  Then in-flight once requests drain in cleanup.
+    await site.stop()
+    await drain_sessions(app, settings.grace)
     stops = [runner.cleanup()] + ([grpc_server.stop(settings.grace)] if grpc_server is not None else [])
     await asyncio.gather(*stops)
     await pool.close()

@@ -17,8 +17,8 @@ VALIDATOR = web.AppKey("validator", Validator)
 # names whose parameter.<name> sections are ours
 SERVICES: web.AppKey[tuple[str, ...]] = web.AppKey("services", tuple)
 SCHEMA: web.AppKey[dict[str, Any]] = web.AppKey("schema", dict)
-# open WebSocket responses, closed on shutdown
-SESSIONS: web.AppKey[set[web.WebSocketResponse]] = web.AppKey("sessions", set)
+# open streaming sessions (aiges.loader.stream.Session, WebSocket and gRPC), drained on shutdown
+SESSIONS: web.AppKey[set[Any]] = web.AppKey("sessions", set)
 
 
 def service_label(app: web.Application) -> str:

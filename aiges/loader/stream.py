@@ -19,7 +19,7 @@ import uuid
 from typing import Any, Protocol
 
 import orjson
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from aiges import errors
 from aiges.loader import envelope
@@ -27,6 +27,7 @@ from aiges.loader.state import METRICS, POOL, SERVICES, SESSIONS, SETTINGS, VALI
 from aiges.loader.workers import SessionLink
 
 logger = logging.getLogger("aiges.stream")
+_ENDING: set[asyncio.Task[None]] = set()  # sessions' final close + destroy, kept alive until done
 
 
 def _frame(sid: str, status: int, payload: dict[str, Any] | None = None) -> str:
@@ -37,7 +38,13 @@ def _frame(sid: str, status: int, payload: dict[str, Any] | None = None) -> str:
 
 
 def _error_frame(sid: str, err: errors.AigesError) -> str:
-    return orjson.dumps({"header": {"code": err.code, "message": err.message, "sid": sid, "status": 2}}).decode()
+    # header status 0, as upstream sends its error frames (U§2.7 item 9); the close follows
+    return orjson.dumps({"header": {"code": err.code, "message": err.message, "sid": sid, "status": 0}}).decode()
+
+
+def _is_last(items: list[Any]) -> bool:
+    """A frame whose every item has status 2 (last) or 3 (once) ends the client's input."""
+    return bool(items) and all(d.status in (2, 3) for d in items)
 
 
 class Channel(Protocol):
@@ -53,6 +60,23 @@ class Channel(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+class SessionSocket(web.WebSocketResponse):
+    """A WebSocket that answers a frame over the size limit with an error frame before aiohttp's
+    close 1009 (aiohttp closes from inside ``receive``, before the session could say why)."""
+
+    sid = ""
+
+    async def close(self, *, code: int = WSCloseCode.OK, message: bytes = b"", drain: bool = True) -> bool:
+        if code == WSCloseCode.MESSAGE_TOO_BIG and not self.closed:
+            err = errors.BodyTooLarge(f"frame larger than the limit of {self._max_msg_size // (1024 * 1024)} MB "
+                                      "([aiges] maxBodyMB); send smaller frames")
+            try:
+                await self.send_str(_error_frame(self.sid, err))
+            except (ConnectionError, RuntimeError):
+                pass
+        return await super().close(code=code, message=message, drain=drain)
 
 
 class WebSocketChannel:
@@ -91,6 +115,7 @@ class Session:
         self.done = asyncio.Event()
         self.outcome = "ok"
         self.started = time.monotonic()
+        self.input_done = False  # the client sent its last frame: now only the final result is awaited
 
     # ---- results → client
     async def pump(self) -> None:
@@ -105,18 +130,19 @@ class Session:
                 await self.fail(errors.WrapperFailed(item.msg or f"wrapper returned error code {item.ret}", item.ret))
                 return
             payload: dict[str, Any] = {}
-            status = 1
             try:
                 for d in item.list:
                     exp = envelope.check_output(d, self.expect, svc)
                     n = self.seq[d.key] = self.seq.get(d.key, 0) + 1
-                    payload[d.key] = envelope.output_item(d, exp, str(n), text_raw=False)
-                    status = d.status
+                    payload[d.key] = envelope.output_item(d, exp, str(n), text_raw=False, json_raw=True)
             except errors.AigesError as e:
                 await self.fail(e)
                 return
             if not payload:
                 continue
+            # final when any item is (upstream: "an item has status 2/3"), wherever it stands
+            statuses = {d.status for d in item.list}
+            status = 3 if 3 in statuses else 2 if 2 in statuses else item.list[-1].status
             await self.send(_frame(self.sid, status, payload))
             if status in (2, 3):
                 self.done.set()
@@ -156,6 +182,8 @@ class Session:
             await self.send(_frame(self.sid, 0))
         if parsed.items:
             await self.pool.write(self.link, parsed.items, parsed.params, self.settings.deadline)
+            if _is_last(parsed.items):
+                self.input_done = True
 
     async def read_loop(self) -> None:
         read_timeout = self.settings.ws_read_timeout
@@ -167,9 +195,11 @@ class Session:
                     f"session timeout: the session exceeded [ws] sessionTimeout = {self.settings.ws_session_timeout:g}s"))
                 return
             try:
-                text = await self.channel.receive(min(read_timeout, left))
+                # after the last frame the client owes nothing more: the wrapper may take its time
+                # (bounded by sessionTimeout) and readTimeout no longer applies
+                text = await self.channel.receive(left if self.input_done else min(read_timeout, left))
             except asyncio.TimeoutError:
-                if time.monotonic() >= session_end:
+                if self.input_done or time.monotonic() >= session_end:
                     continue
                 await self.fail(errors.SessionTimeout(
                     f"read timeout: no frame for {read_timeout:g}s ([ws] readTimeout)"))
@@ -196,28 +226,54 @@ class Session:
             for t in (reader, done_wait, getattr(self, "pump_task", None)):
                 if t is not None and not t.done():
                     t.cancel()
-            if self.link is not None:
-                await self.pool.destroy(self.link)  # exactly once, on every ending
-            if not self.channel.closed:
-                await self.channel.close()
+            # shielded: aiohttp cancels the handler once the client's connection is gone, and the
+            # destroy must happen all the same
+            ending = asyncio.ensure_future(self._end())
+            _ENDING.add(ending)
+            ending.add_done_callback(_ENDING.discard)
+            await asyncio.shield(ending)
+
+    async def _end(self) -> None:
+        if not self.channel.closed:
+            await self.channel.close()  # the client is not kept waiting for the destroy
+        if self.link is not None:
+            await self.pool.destroy(self.link)  # exactly once, on every ending
 
 
 async def handle_stream(request: web.Request) -> web.StreamResponse:
     app = request.app
-    ws = web.WebSocketResponse(max_msg_size=app[SETTINGS].max_body_size, heartbeat=None)
+    ws = SessionSocket(max_msg_size=app[SETTINGS].max_body_size, heartbeat=None)
     if not ws.can_prepare(request).ok:
         raise errors.MethodNotAllowed(f"GET {request.path} is the streaming endpoint and needs a WebSocket "
                                       f"upgrade; use POST {request.path} for once inference")
-    sid = request["sid"] = uuid.uuid4().hex
+    sid = ws.sid = request["sid"] = uuid.uuid4().hex
     await ws.prepare(request)
     metrics = app[METRICS]
-    app[SESSIONS].add(ws)
-    metrics.sessions.inc()
     session = Session(app, WebSocketChannel(ws), sid)
+    app[SESSIONS].add(session)
+    metrics.sessions.inc()
     try:
         await session.run()
     finally:
-        app[SESSIONS].discard(ws)
+        app[SESSIONS].discard(session)
         metrics.sessions.dec()
         metrics.sessions_total.labels(session.outcome).inc()
     return ws
+
+
+async def drain_sessions(app: web.Application, grace: float) -> None:
+    """On shutdown: let open sessions finish within ``grace``, then end the rest with an error frame
+    (code 12504) so no client is cut off without a word; each still gets its wrapperDestroy."""
+    sessions: set[Session] = app[SESSIONS]
+    if not sessions:
+        return
+    logger.info("shutdown: waiting up to %.0fs for %d open session(s)", grace, len(sessions))
+    waits = [asyncio.ensure_future(s.done.wait()) for s in list(sessions)]
+    _, pending = await asyncio.wait(waits, timeout=grace)
+    for w in pending:
+        w.cancel()
+    for s in list(sessions):
+        if not s.done.is_set():
+            await s.fail(errors.WorkerUnavailable(
+                f"server shutting down: the session did not end within the grace period of {grace:g}s",
+                errors.SHUTTING_DOWN))

@@ -28,6 +28,7 @@ from aiges.config import Settings
 
 logger = logging.getLogger("aiges.workers")
 INLINE_MD = (("aiges-inline", "1"),)
+DESTROY_TIMEOUT = 60.0
 CHANNEL_OPTIONS = [("grpc.max_receive_message_length", 256 * 1024 * 1024),
                    ("grpc.max_send_message_length", 256 * 1024 * 1024)]
 
@@ -454,7 +455,9 @@ class WorkerPool:
         if not link.handle or not worker.ready:
             return
         try:
-            ret: pb.Ret = await worker.call("wrapperDestroy", pb.Handle(handle=link.handle), 10.0)
+            # the plugin finishes a destroy it was asked for even past this deadline (it waits for
+            # the session's running write first), so this only bounds how long the handler waits
+            ret: pb.Ret = await worker.call("wrapperDestroy", pb.Handle(handle=link.handle), DESTROY_TIMEOUT)
             if ret.ret:
                 logger.warning("wrapperDestroy(%s) returned %d: %s", link.handle, ret.ret, ret.msg)
         except errors.AigesError as e:

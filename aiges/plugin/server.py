@@ -42,10 +42,60 @@ INLINE_KEY = "aiges-inline"
 MAGIC_COOKIE_KEY = "BASIC_PLUGIN"
 MAGIC_COOKIE_VALUE = "hello"
 _CLOSE = object()
-READ_POLL_INTERVAL = 0.01
-READ_POLL_LIMIT = 120.0
-DESTROY_WAIT = 30.0  # seconds wrapperDestroy waits for the session's running wrapperWrite
-RESULT_BACKLOG = 10000  # seconds a wrapperRead-style session may take to produce its final result
+READ_POLL_MIN = 0.002  # wrapperRead back-off while a session has nothing to read (seconds) ...
+READ_POLL_MAX = 0.05  # ... up to upstream's poll interval
+READ_POLL_IDLE = 600.0  # a session with no write and no result for this long stops being polled
+RESULT_BACKLOG = 10000  # undelivered results kept while no communicate stream is open
+
+
+class ReadPoller:
+    """Polls one session's ``wrapperRead`` from its first write until its final result or its
+    destroy, pushing each result the moment it is read (upstream, with realTimeRlt=false, only
+    looked when the client sent the next frame).  A write wakes it at once; while nothing comes,
+    it backs off from READ_POLL_MIN to READ_POLL_MAX.  Reads never overlap the session's other
+    calls (``_run_session``), and destroy stops the poller first, so a poller never outlives its
+    session nor reads for the next session that reuses the handle."""
+
+    def __init__(self, servicer: WrapperServicer, handle: str, tag: str) -> None:
+        self.servicer = servicer
+        self.handle = handle
+        self.tag = tag
+        self._wake = asyncio.Event()
+        self.task = servicer._spawn(self._poll())
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self) -> None:
+        self.task.cancel()
+
+    async def _poll(self) -> None:
+        sv = self.servicer
+        delay = 0.0
+        quiet_since = time.monotonic()
+        try:
+            while True:
+                self._wake.clear()
+                resp = await sv._run_session(self.handle, sv.host.read, self.handle, self.tag)
+                if resp is not None:
+                    sv._push(resp)
+                    if resp.ret or any(d.status in (2, 3) for d in resp.list):
+                        return
+                    delay, quiet_since = 0.0, time.monotonic()
+                    continue
+                if time.monotonic() - quiet_since > READ_POLL_IDLE:
+                    logger.warning("session %s: no write and no result for %.0fs; stopped polling wrapperRead",
+                                   self.handle, READ_POLL_IDLE)
+                    return
+                delay = min(READ_POLL_MAX, max(READ_POLL_MIN, delay * 2))
+                try:
+                    await asyncio.wait_for(self._wake.wait(), delay)
+                    delay, quiet_since = 0.0, time.monotonic()
+                except asyncio.TimeoutError:
+                    pass
+        finally:
+            if sv._readers.get(self.handle) is self:
+                sv._readers.pop(self.handle, None)
 
 
 class WrapperServicer(pb_grpc.WrapperServiceServicer):
@@ -60,27 +110,50 @@ class WrapperServicer(pb_grpc.WrapperServiceServicer):
         self.idle.set()
         self.session_tags: dict[str, str] = {}
         self.streams = 0
-        self._pollers: set[asyncio.Task[None]] = set()
-        self._writing: dict[str, Future[Any]] = {}  # session handle -> its wrapperWrite in a thread
+        # per session handle: the wrapper call running for it in a thread (the thread goes on even
+        # when its caller gave up), the gate that starts the next call only after it, the poller
+        self._busy: dict[str, Future[Any]] = {}
+        self._gates: dict[str, asyncio.Lock] = {}
+        self._readers: dict[str, ReadPoller] = {}
+        self._background: set[asyncio.Task[Any]] = set()
         callback_mod.set_sink(self._callback_sink)
 
     # ---- helpers
-    async def _run(self, fn: Any, *args: Any, handle: str | None = None) -> Any:
-        """Run a wrapper method in the pool.  With ``handle``, remember the running call so that
-        ``wrapperDestroy`` of that session waits for it (the thread goes on even when the caller
-        gave up, and a wrapper must never see destroy while its write is still running)."""
+    async def _run(self, fn: Any, *args: Any) -> Any:
         self.inflight += 1
         self.idle.clear()
         try:
+            return await self.loop.run_in_executor(self.executor, fn, *args)
+        finally:
+            self.inflight -= 1
+            if self.inflight == 0:
+                self.idle.set()
+
+    async def _run_session(self, handle: str, fn: Any, *args: Any) -> Any:
+        """Run a wrapper method of one session after the previous one for that session has really
+        returned, even if its caller was cancelled: a wrapper never sees two calls for one handle at
+        once (write and read, or destroy while a write still runs)."""
+        gate = self._gates.setdefault(handle, asyncio.Lock())
+        async with gate:
+            previous = self._busy.get(handle)
+            if previous is not None and not previous.done():
+                await asyncio.wait({asyncio.wrap_future(previous)})
+            self.inflight += 1
+            self.idle.clear()
             cf = self.executor.submit(fn, *args)
-            if handle is not None:
-                self._writing[handle] = cf
-                cf.add_done_callback(lambda f: self._writing.get(handle) is f and self._writing.pop(handle, None))
+            self._busy[handle] = cf
+        try:
             return await asyncio.wrap_future(cf)
         finally:
             self.inflight -= 1
             if self.inflight == 0:
                 self.idle.set()
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
 
     def _push(self, resp: pb.Response) -> None:
         # Nobody listening on `communicate` (a host that only uses inline calls) must not make
@@ -133,23 +206,34 @@ class WrapperServicer(pb_grpc.WrapperServiceServicer):
         return pb.Response(ret=resp.ret, msg=resp.msg)
 
     async def wrapperCreate(self, request: pb.CreateRequest, context: Any) -> pb.Handle:
-        h: pb.Handle = await self._run(self.host.create, request)
+        creating = self._spawn(self._run(self.host.create, request))
+        try:
+            h: pb.Handle = await asyncio.shield(creating)
+        except asyncio.CancelledError:
+            # the caller gave up (deadline): a session the wrapper creates after that belongs to
+            # nobody, so destroy it when it arrives instead of leaking it
+            creating.add_done_callback(self._destroy_abandoned)
+            raise
         if not h.err_code:
             self.session_tags[h.handle] = request.tag
         return h
 
+    def _destroy_abandoned(self, creating: asyncio.Task[pb.Handle]) -> None:
+        if creating.cancelled() or creating.exception() is not None:
+            return
+        h = creating.result()
+        if h.handle and not h.err_code:
+            logger.warning("wrapperCreate returned %s after its caller gave up; destroying it", h.handle)
+            self._spawn(self._destroy(h.handle))
+
     async def wrapperWrite(self, request: pb.WriteMessage, context: Any) -> pb.Ret:
-        ret: pb.Ret = await self._run(self.host.write, request, handle=request.handle)
+        handle = request.handle
+        ret: pb.Ret = await self._run_session(handle, self.host.write, request)
         if ret.ret == 0 and self.host.polls_read:
-            tag = self.session_tags.get(request.handle, request.req.tag)
-            if any(d.status in (2, 3) for d in request.req.list):
-                # after the last frame, poll in the background until the final result: the write
-                # itself is answered now, so a slow model never trips the write's deadline
-                task = asyncio.create_task(self._drain_reads(request.handle, tag, until_final=True))
-                self._pollers.add(task)
-                task.add_done_callback(self._pollers.discard)
-            else:
-                await self._drain_reads(request.handle, tag, until_final=False)
+            poller = self._readers.get(handle)
+            if poller is None:
+                poller = self._readers[handle] = ReadPoller(self, handle, self.session_tags.get(handle, request.req.tag))
+            poller.wake()
         return ret
 
     async def wrapperWriteStream(self, request_iterator: Any, context: Any) -> AsyncIterator[pb.Ret]:
@@ -163,34 +247,30 @@ class WrapperServicer(pb_grpc.WrapperServiceServicer):
         return
         yield  # an async generator that yields nothing
 
-    async def _drain_reads(self, handle: str, tag: str, until_final: bool) -> None:
-        """Poll wrapperRead and push what it returns; after the last frame, until a final result."""
-        limit = time.monotonic() + READ_POLL_LIMIT
-        while True:
-            resp = await self._run(self.host.read, handle, tag)
-            if resp is not None:
-                self._push(resp)
-                if resp.ret or any(d.status in (2, 3) for d in resp.list):
-                    return
-                continue
-            if not until_final or time.monotonic() > limit or handle not in self.session_tags:
-                return
-            await asyncio.sleep(READ_POLL_INTERVAL)
-
     async def wrapperRead(self, request: pb.Handle, context: Any) -> pb.Response:
         tag = self.session_tags.get(request.handle, "")
-        resp = await self._run(self.host.read, request.handle, tag)
+        resp = await self._run_session(request.handle, self.host.read, request.handle, tag)
         return resp if resp is not None else pb.Response(tag=tag)
 
     async def wrapperDestroy(self, request: pb.Handle, context: Any) -> pb.Ret:
-        self.session_tags.pop(request.handle, None)
-        writing = self._writing.get(request.handle)
-        if writing is not None and not writing.done():
-            done, _ = await asyncio.wait({asyncio.wrap_future(writing)}, timeout=DESTROY_WAIT)
-            if not done:
-                logger.warning("wrapperDestroy(%s): wrapperWrite still running after %.0fs; destroying anyway",
-                               request.handle, DESTROY_WAIT)
-        return await self._run(self.host.destroy, request.handle)
+        # shielded: once asked, the destroy happens even if the caller's deadline passes while a
+        # slow wrapperWrite of the session is still running (the handle must never leak)
+        ret: pb.Ret = await asyncio.shield(self._spawn(self._destroy(request.handle)))
+        return ret
+
+    async def _destroy(self, handle: str) -> pb.Ret:
+        self.session_tags.pop(handle, None)
+        poller = self._readers.pop(handle, None)
+        if poller is not None:
+            poller.stop()
+        try:
+            ret: pb.Ret = await self._run_session(handle, self.host.destroy, handle)
+        finally:
+            busy = self._busy.get(handle)
+            if busy is None or busy.done():
+                self._busy.pop(handle, None)
+                self._gates.pop(handle, None)
+        return ret
 
     async def wrapperFini(self, request: pb.SvcId, context: Any) -> pb.Ret:
         return await self._run(self.host.fini)

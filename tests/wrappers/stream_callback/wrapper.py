@@ -4,8 +4,10 @@
 
 Per frame it pushes "result" (text JSON about the frame) and, for frames whose text starts with
 "img:", also "thumb" (an image result: the bytes after the prefix), to check types survive.
-ctrl param: "create_fail" → wrapperCreate error 77; a frame "fail" → wrapperWrite returns 55;
+ctrl param: "create_fail" → wrapperCreate error 77; "create_slow" → wrapperCreate takes 1.5 s;
 "async" → results are pushed from a worker thread after a short delay.
+Frames: "fail" → wrapperWrite returns 55; "sleep:S" → wrapperWrite sleeps S seconds first;
+"final-first" → one Response whose status-2 item comes before a status-1 item.
 Every wrapperDestroy appends its handle to $STREAM_DESTROY_LOG.
 """
 import json
@@ -61,6 +63,8 @@ class Wrapper(WrapperBase):
 
     def wrapperCreate(cls, params: {}, sid: str, persId: int = 0, userTag: str = "") -> SessionCreateResponse:
         s = SessionCreateResponse()
+        if params.get("ctrl") == "create_slow":
+            time.sleep(1.5)
         if params.get("ctrl") == "create_fail":
             s.error_code = 77
             return s
@@ -102,6 +106,20 @@ class Wrapper(WrapperBase):
         for node in req.list:
             if node.data == b"fail":
                 return 55
+            if node.data.startswith(b"sleep:"):
+                time.sleep(float(node.data[6:]))
+            if node.data == b"final-first":
+                last, more = ResponseData(), ResponseData()
+                last.key, last.status = "result", 2
+                last.setDataType(DataText)
+                last.setData(b"{}")
+                more.key, more.status = "thumb", 1
+                more.setDataType(DataImage)
+                more.setData(b"img")
+                res = Response()
+                res.list = [last, more]
+                callback(res, sess["tag"], sid)
+                continue
             res = cls._results(sess, node, dict(getattr(req, "params", {}) or {}))
             if sess["params"].get("ctrl") == "async":
                 def later(r=res, tag=sess["tag"]):

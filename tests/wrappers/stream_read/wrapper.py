@@ -1,15 +1,21 @@
-"""A streaming wrapper that returns results from wrapperRead (polled) instead of a callback."""
+"""A streaming wrapper that returns results from wrapperRead (polled) instead of a callback.
+
+One worker thread per session works through its frames in order, ``delay`` seconds each (param
+``delay``, default 0), so results become readable some time after the write returned.
+"""
 import os
 import queue
 import threading
+import time
 
 from aiges.core.types import *  # noqa: F401,F403
 from aiges.dto import Response, ResponseData, SessionCreateResponse
-from aiges.sdk import WrapperBase, StringBodyField
+from aiges.sdk import WrapperBase, StringBodyField, StringParamField
 
 
 class UserRequest(object):
     input1 = StringBodyField(key="text", value=b"abc")
+    delay = StringParamField(key="delay", value="0")
 
 
 class UserResponse(object):
@@ -24,6 +30,7 @@ class Wrapper(WrapperBase):
 
     def wrapperInit(self, config):
         self.queues = {}
+        self.todo = {}
         self.lock = threading.Lock()
         self.n = 0
         return 0
@@ -35,19 +42,27 @@ class Wrapper(WrapperBase):
         with self.lock:
             self.n += 1
             handle = "rd-%d" % self.n
-        self.queues[handle] = queue.Queue()
-        return SessionCreateResponse(handle=handle)
+        out, todo = queue.Queue(), queue.Queue()
+        delay = float(params.get("delay", "0") or 0)
+        self.queues[handle] = out
 
-    def wrapperWrite(self, handle, req, sid=""):
-        q = self.queues[handle]
-
-        def work(nodes=list(req.list)):
-            for node in nodes:
+        def work():
+            while True:
+                node = todo.get()
+                if node is None:
+                    return
+                time.sleep(delay)
                 d = ResponseData(key="result", data=node.data.upper(), status=2 if node.status == 2 else 1)
                 r = Response()
                 r.list = [d]
-                q.put(r)
+                out.put(r)
         threading.Thread(target=work, daemon=True).start()
+        self.todo[handle] = todo
+        return SessionCreateResponse(handle=handle)
+
+    def wrapperWrite(self, handle, req, sid=""):
+        for node in req.list:
+            self.todo[handle].put(node)
         return 0
 
     def wrapperRead(self, handle):
@@ -58,6 +73,9 @@ class Wrapper(WrapperBase):
 
     def wrapperDestroy(self, handle):
         self.queues.pop(handle, None)
+        todo = self.todo.pop(handle, None)
+        if todo is not None:
+            todo.put(None)
         path = os.environ.get("STREAM_DESTROY_LOG")
         if path:
             with open(path, "a") as f:
