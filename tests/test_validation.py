@@ -17,7 +17,8 @@ import aiohttp
 import pytest
 
 from aiges._pb import aiges_inner_pb2 as pb
-from aiges.loader.validate import Validator
+from aiges.loader.envelope import Expect
+from aiges.loader.validate import Validator, integer_text
 from tests.utils import Loader, start_loader
 
 WRAPPER = '''
@@ -36,6 +37,7 @@ class Req:
     name = StringParamField(key="name", minLength=2, maxLength=5, value="bob", required=True)
     score = NumberParamField(key="score", minimum=0, maximum=1, value=0.5)
     top = IntegerParamField(key="top", minimum=1, maximum=10, value=3)
+    ratio = NumberParamField(key="ratio", enums=[0.5, 2.5], value=0.5)
     flag = BooleanParamField(key="flag", default=False)
 
 class Resp:
@@ -127,6 +129,10 @@ def accepted(loader: Loader, doc: dict[str, Any]) -> dict[str, Any]:
     ({"name": "bob", "top": True}, "parameter.val.top: must be an integer, got 'true'"),
     ({"name": "bob", "top": [1]}, "parameter.val.top: must be an integer, got a JSON array"),
     ({"name": "bob", "flag": "maybe"}, "parameter.val.flag: must be a boolean (true or false), got 'maybe'"),
+    ({"name": "bob", "top": None}, "parameter.val.top: must be an integer, got null"),
+    ({"name": None}, "parameter.val.name: must be a string, got null"),
+    ({"name": "bob", "top": "8.0000000000000001"}, "parameter.val.top: must be an integer, got '8.0000000000000001'"),
+    ({"name": "bob", "ratio": "2.51"}, "parameter.val.ratio: must be one of 0.5, 2.5, got '2.51'"),
 ])
 def test_param_rules(val: Loader, params: dict[str, Any], message: str) -> None:
     assert rejected(val, body(params)) == message
@@ -138,6 +144,9 @@ def test_param_rules(val: Loader, params: dict[str, Any], message: str) -> None:
     ({"img": {"image": b64("x"), "encoding": "gif"}}, "payload.img.encoding: must be one of jpg, jpeg, png, bmp, got 'gif'"),
     ({"text": {"text": b64("x"), "encoding": "latin1"}}, "payload.text.encoding: must be one of utf8, gb2312, got 'latin1'"),
     ({"text": {"text": b64("x"), "status": 7}}, "payload.text.status: expected 0 (first), 1 (continue), 2 (last) or 3 (once); got 7"),
+    ({"text": {"text": "", "status": 3}}, "payload.text.text: is empty; a once request needs the input's data "
+                                          "(base64 of the text)"),
+    ({"img": {"image": ""}}, "payload.img.image: is empty; a once request needs the input's data (base64 of the image)"),
 ])
 def test_payload_rules(val: Loader, payload: dict[str, Any], message: str) -> None:
     assert rejected(val, body(payload=payload)) == message
@@ -163,6 +172,62 @@ def test_valid_values_in_every_spelling_reach_the_wrapper(val: Loader) -> None:
     assert sorted(got["keys"]) == ["img", "text"]
     got = accepted(val, body({"name": "bob", "score": 1, "top": "1", "flag": False}))
     assert got["params"] == {"name": "bob", "score": "1", "top": "1", "flag": "false"}
+
+
+def test_integer_params_reach_the_wrapper_as_canonical_decimal_text(val: Loader) -> None:
+    """Wrappers call int(params[k]): every spelling of a whole number that passes arrives as "3";
+    number params keep their spelling (float() reads it) and compare with enums as numbers."""
+    for raw, want in [(b'3.0', "3"), (b'"3.0"', "3"), (b'"1e0"', "1"), (b'8.0000000000000001', "8"),
+                      (b'" 7 "', "7"), (b'"+2"', "2"), (b'1E1', "10")]:
+        doc = (b'{"parameter": {"val": {"name": "bob", "top": ' + raw + b', "ratio": "2.50"}}, '
+               b'"payload": {"text": {"text": "eA==", "status": 3}}}')
+        status, _h, resp = val.post("/v1/private/val", doc)
+        assert status == 200, (raw, resp)
+        params = json.loads(resp["payload"]["result"]["text"])["params"]
+        assert params["top"] == want, raw
+        assert params["ratio"] == "2.50"
+
+
+def test_integer_text_is_exact() -> None:
+    assert [integer_text(v) for v in (3, 3.0, "3.0", "1e0", "-0", "9007199254740993", 1e20)] == [
+        "3", "3", "3", "1", "0", "9007199254740993", "100000000000000000000"]
+    assert [integer_text(v) for v in ("2.5", "8.0000000000000001", True, "nan", "inf", "x", None)] == [None] * 7
+
+
+def test_empty_data_ends_a_session_but_not_a_once_request(val: Loader) -> None:
+    """The last frame of a session (status 2) is often empty: frames are exempt from the rule."""
+    async def run() -> list[dict[str, Any]]:
+        out = []
+        async with aiohttp.ClientSession() as s:
+            async with s.ws_connect(val.url.replace("http://", "ws://") + "/v1/private/val") as ws:
+                await ws.send_str(json.dumps(body(payload={"text": {"text": b64("a"), "status": 0}})))
+                await ws.send_str(json.dumps(body(payload={"text": {"text": "", "status": 2}})))
+                async for msg in ws:
+                    if msg.type == aiohttp.WSMsgType.TEXT:
+                        out.append(json.loads(msg.data))
+        return out
+
+    frames = asyncio.run(run())
+    assert all(f["header"]["code"] == 0 for f in frames), frames
+    assert frames[-1]["header"]["status"] == 2
+
+
+def test_expect_objects_are_held_to_the_declared_outputs_and_params() -> None:
+    """An object under parameter.<svc> is an expect object to the envelope; one naming a declared
+    param, an undeclared output, or the wrong data_type is a 400 before the wrapper runs."""
+    schema = {"fields": {"params": [{"key": "colors", "type": "integer"}],
+                         "inputs": [{"key": "text", "type": 0}],
+                         "accepts": [{"key": "result", "type": 0, "dataType": "text"},
+                                     {"key": "mask", "type": 2, "dataType": "image"}]}}
+    v = Validator(schema, "mysvc")
+    item = pb.RequestData(key="text", type=0, status=3, data=b"x")
+    assert v.problems({}, {}, [item], expect={"colors": Expect(), "nope": Expect(), "result": Expect(type=2),
+                                              "mask": Expect(type=2)}) == [
+        "parameter.mysvc.colors: must be an integer, got a JSON object",
+        "parameter.mysvc.nope: an object here asks for output 'nope', which this service does not declare; "
+        "its outputs are mask (image), result (text)",
+        "parameter.mysvc.result.data_type: output 'result' is declared as text, got 'image'"]
+    assert v.problems({}, {}, [item], expect={"result": Expect(), "mask": Expect(type=2)}) == []
 
 
 def test_a_bad_websocket_frame_gets_an_error_frame(val: Loader) -> None:

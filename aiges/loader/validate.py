@@ -11,11 +11,23 @@ passed on (headers and other services' habits put extra keys there); encodings c
 case, ``-``/``_`` and a ``;level`` suffix (``speex-wb;7``), with common aliases (jpeg = jpg).
 Used by the loader (every once request and WebSocket frame), by ``aiges check`` and by the OpenAPI
 example builder, so the three never disagree about what is valid.
+
+Strict where a lenient answer only moves the failure into the wrapper: a once input's data must
+not be empty (upstream's schema had ``minLength: 1``; a session's last frame often is empty, so
+frames are exempt), a declared param must be a scalar (the envelope would take a JSON object for
+an expect object and drop the param), and expect objects must name a declared output of the
+declared type (else the wrapper runs and the answer is a 500 blaming it).  Declared inputs stay
+optional, as in upstream's schema (its ``payload`` has no ``required`` list).
+
+Integer params that pass are rewritten in ``params`` to canonical decimal text (``"3.0"``,
+``"1e0"`` → ``"3"``, ``"1"``), because wrappers call ``int(params[k])``; number params keep the
+client's spelling (``float()`` reads every spelling that passed).
 """
 from __future__ import annotations
 
+import decimal
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,6 +58,12 @@ class InputRule:
     encodings: tuple[str, ...]  # as declared, for messages; empty = any
 
 
+@dataclass(frozen=True)
+class OutputRule:
+    key: str
+    type: int
+
+
 def _num(v: Any) -> float | None:
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
 
@@ -61,6 +79,44 @@ def _norm(encoding: str) -> str:
 
 def _a(type_name: str) -> str:
     return ("an " if type_name[:1] in "aeiou" else "a ") + type_name
+
+
+def json_type(v: Any) -> str:
+    """A Python value's JSON type name, for messages a client reads (never "dict" or "NoneType")."""
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "boolean"
+    if isinstance(v, (int, float)):
+        return "number"
+    if isinstance(v, str):
+        return "string"
+    if isinstance(v, dict):
+        return "object"
+    if isinstance(v, (list, tuple)):
+        return "array"
+    return type(v).__name__
+
+
+def _exact(value: Any) -> decimal.Decimal | None:
+    """The exact decimal a JSON number or its string form spells (Decimal reads ``1e0`` and
+    ``3.0`` exactly, where float would round ``9007199254740993``); None if it is not one."""
+    try:
+        return decimal.Decimal(value if isinstance(value, (int, str)) else repr(value))
+    except (decimal.InvalidOperation, TypeError, ValueError):
+        return None
+
+
+def integer_text(value: Any) -> str | None:
+    """Canonical decimal text of a valid integer param (``"3.0"``, ``3.0``, ``"1e0"`` → ``"3"``, ``"1"``)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return str(value)
+    d = _exact(value)
+    if d is None or not d.is_finite() or d != d.to_integral_value():
+        return None
+    return str(int(d))
 
 
 def text_of(v: Any) -> str:
@@ -84,10 +140,20 @@ def param_rules(schema: dict[str, Any]) -> list[ParamRule]:
     return rules
 
 
+def _is_float(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def param_problem(r: ParamRule, path: str, value: Any) -> str | None:
     """Why ``value`` (a JSON value or its string form) breaks rule ``r``, or None when it is valid."""
     if isinstance(value, (dict, list)):
-        return f"{path}: must be {_a(r.type)}, got a JSON {'object' if isinstance(value, dict) else 'array'}"
+        return f"{path}: must be {_a(r.type)}, got a JSON {json_type(value)}"
+    if value is None:
+        return f"{path}: must be {_a(r.type)}, got null"
     text = text_of(value)
     if r.type in ("number", "integer"):
         if isinstance(value, bool):
@@ -98,10 +164,12 @@ def param_problem(r: ParamRule, path: str, value: Any) -> str | None:
             return f"{path}: must be {_a(r.type)}, got {text!r}"
         if not math.isfinite(num):
             return f"{path}: must be a finite {r.type}, got {text!r}"
-        if r.type == "integer" and not num.is_integer():
+        # exact, not float: "8.0000000000000001" is no integer although float() rounds it to 8
+        if r.type == "integer" and integer_text(value) is None:
             return f"{path}: must be an integer, got {text!r}"
         if r.enum is not None:
-            if text_of(num) not in r.enum:
+            # compared as numbers: "2.50" is the enum value 2.5, "3.0" is 3
+            if num not in {float(e) for e in r.enum if _is_float(e)}:
                 return f"{path}: must be one of {', '.join(r.enum)}, got {text!r}"
             return None
         if r.minimum is not None and num < r.minimum:
@@ -134,32 +202,77 @@ class Validator:
             encodings = tuple(str(e) for e in i.get("encodings") or ())
             self.inputs[str(i["key"])] = InputRule(str(i["key"]), int(i.get("type", 4)), encodings)
         self._allowed = {k: {_norm(e) for e in r.encodings} for k, r in self.inputs.items()}
+        self.outputs = {str(a["key"]): OutputRule(str(a["key"]), int(a.get("type", 4)))
+                        for a in fields.get("accepts") or []}
 
     def check(self, params: dict[str, str], raw: dict[str, Any], items: list[pb.RequestData],
-              later_frame: bool = False) -> None:
-        """Raise BadRequest (400, code 10107) listing every broken rule.
+              later_frame: bool = False, expect: Mapping[str, Any] | None = None) -> None:
+        """Raise BadRequest (400, code 10107) listing every broken rule; then rewrite the integer
+        params in ``params`` (the dict the wrapper gets) to canonical decimal text.
 
         ``later_frame``: a WebSocket frame after the first; its session already has the required
-        params, so only the values it does carry are checked.
+        params, so only the values it does carry are checked.  ``expect``: the envelope's expect
+        objects (``Parsed.expect``), checked against the declared outputs and params.
         """
-        problems = self.problems(params, raw, items, later_frame)
+        problems = self.problems(params, raw, items, later_frame, expect)
         if problems:
             raise errors.BadRequest("; ".join(problems), errors.INVALID_PARAM)
+        self.normalise(params, raw)
+
+    def normalise(self, params: dict[str, str], raw: Mapping[str, Any]) -> None:
+        """Integer params as canonical decimal text, in place; call only on params that passed."""
+        for r in self.params:
+            if r.type == "integer" and r.key in params:
+                text = integer_text(raw.get(r.key, params[r.key]))
+                if text is not None:
+                    params[r.key] = text
 
     def problems(self, params: dict[str, str], raw: dict[str, Any], items: Iterable[Any],
-                 later_frame: bool = False) -> list[str]:
+                 later_frame: bool = False, expect: Mapping[str, Any] | None = None) -> list[str]:
+        expect = expect or {}
         out = []
         for r in self.params:
             path = f"parameter.{self.svc}.{r.key}"
             if r.key not in params:
-                if r.required and not later_frame:
+                if r.key in expect and r.key not in self.outputs:
+                    # the envelope took the object for an expect object; it is a broken param
+                    out.append(f"{path}: must be {_a(r.type)}, got a JSON object")
+                elif r.required and not later_frame:
                     out.append(f"{path}: required parameter is missing")
                 continue
             m = param_problem(r, path, raw.get(r.key, params[r.key]))
             if m:
                 out.append(m)
-        out += [m for d in items if (m := self.item_problem(d.key, d.type, dict(d.desc)))]
+        declared_params = {r.key for r in self.params}
+        for key, exp in expect.items():
+            if key not in declared_params or key in self.outputs:
+                m = self.expect_problem(key, getattr(exp, "type", None))
+                if m:
+                    out.append(m)
+        for d in items:
+            m = self.item_problem(d.key, d.type, dict(d.desc))
+            if m is None and d.status == 3 and not d.data and d.key in self.inputs:
+                field = TYPE_NAMES.get(d.type, "other")
+                m = (f"payload.{d.key}.{field}: is empty; a once request needs the input's data "
+                     f"(base64 of the {field})")
+            if m:
+                out.append(m)
         return out
+
+    def expect_problem(self, key: str, data_type: int | None) -> str | None:
+        """An expect object (``parameter.<svc>.<key>``) against the declared outputs."""
+        if not self.outputs:
+            return None  # nothing declared (a wrapper with its own schema()): nothing to hold it to
+        path = f"parameter.{self.svc}.{key}"
+        rule = self.outputs.get(key)
+        if rule is None:
+            declared = ", ".join(f"{k} ({TYPE_NAMES.get(o.type, 'other')})" for k, o in sorted(self.outputs.items()))
+            return (f"{path}: an object here asks for output '{key}', which this service does not declare; "
+                    f"its outputs are {declared}")
+        if data_type is not None and data_type != rule.type:
+            return (f"{path}.data_type: output '{key}' is declared as {TYPE_NAMES.get(rule.type, 'other')}, "
+                    f"got {TYPE_NAMES.get(data_type, 'other')!r}")
+        return None
 
     def item_problem(self, key: str, data_type: int, desc: dict[str, str]) -> str | None:
         if not self.inputs:
