@@ -64,3 +64,23 @@ def test_error_table_is_one_mapping() -> None:
     e.http_override = 422
     assert errors.http_status(e) == 422
     assert errors.grpc_status(errors.DeadlineExceeded("x")).name == "DEADLINE_EXCEEDED"
+
+
+def test_numbers_reach_the_wrapper_as_written() -> None:
+    """orjson reads numbers as float64; parameters keep the literal text the client sent."""
+    body = (b'{"parameter":{"demo":{"big":12345678901234567890123,"pi":3.14159265358979323846,'
+            b'"e":1e5,"half":0.50,"n":3,"neg":-7}},"payload":{"t":{"text":"aGk=","status":3}}}')
+    p = envelope.parse(envelope.load_json(body), ("demo",), header_pass=())
+    assert {k: p.params[k] for k in ("big", "pi", "e", "half", "n", "neg")} == {
+        "big": "12345678901234567890123", "pi": "3.14159265358979323846", "e": "1e5", "half": "0.50", "n": "3",
+        "neg": "-7"}
+
+
+def test_base64_with_line_breaks_is_accepted_as_upstream() -> None:
+    wrapped = base64.encodebytes(b"x" * 100).decode()  # MIME style: a newline every 76 characters
+    assert "\n" in wrapped
+    p = envelope.parse({"payload": {"t": {"text": wrapped.replace("\n", "\r\n"), "status": 3}}}, ("demo",), ())
+    assert p.items[0].data == b"x" * 100
+    with pytest.raises(errors.BadRequest) as e:
+        envelope.parse({"payload": {"t": {"text": "a b!", "status": 3}}}, ("demo",), ())
+    assert e.value.code == errors.CONVERT_FAILED

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,10 +40,24 @@ class Parsed:
     raw_params: dict[str, Any]
 
 
+class NumberLiteral(float):
+    """A JSON number that keeps the text it was written with (``1e5``, ``3.14159265358979323846``):
+    a float for validation, its own spelling for the wrapper (upstream mangled these)."""
+
+    text: str
+
+    def __new__(cls, text: str) -> NumberLiteral:
+        obj = super().__new__(cls, text)
+        obj.text = text
+        return obj
+
+
 def scalar_text(v: Any) -> str:
-    """A JSON scalar the way a person writes it: 3, 0.5, true, text."""
+    """A JSON scalar the way a person writes it: 3, 0.5, 1e5, true, text."""
     if isinstance(v, str):
         return v
+    if isinstance(v, NumberLiteral):
+        return v.text
     if v is True:
         return "true"
     if v is False:
@@ -64,10 +79,32 @@ def load_json(body: bytes) -> dict[str, Any]:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError as e:
         raise errors.BadRequest(f"request body is not valid JSON: {e}", errors.JSON_INVALID) from None
+    if isinstance(doc, dict) and (_has_float(doc.get("parameter")) or _has_float(doc.get("header"))):
+        # orjson reads numbers as float64 (1e5 -> 100000.0, 20+ digits rounded); only parameters
+        # and header values reach the wrapper as text, so only then re-read keeping their spelling
+        doc = json.loads(body, parse_float=NumberLiteral)
     if not isinstance(doc, dict):
         raise errors.BadRequest(f"request body must be a JSON object with header/parameter/payload, "
                                 f"got a JSON {type(doc).__name__}", errors.INVALID_DATA)
     return doc
+
+
+def _has_float(v: Any, depth: int = 0) -> bool:
+    if isinstance(v, float):
+        return True
+    if isinstance(v, dict) and depth < 3:
+        return any(_has_float(x, depth + 1) for x in v.values())
+    return False
+
+
+def _b64(value: str) -> bytes:
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        if "\n" not in value and "\r" not in value:
+            raise
+    # MIME-style base64 wrapped at 76 columns: upstream (Go's decoder) ignores the line breaks
+    return base64.b64decode(value.replace("\r", "").replace("\n", ""), validate=True)
 
 
 def _section(doc: dict[str, Any], name: str) -> dict[str, Any]:
@@ -112,7 +149,7 @@ def parse_payload_item(path: str, key: str, obj: Any) -> pb.RequestData:
     value = obj[data_field]
     if isinstance(value, str):
         try:
-            data = base64.b64decode(value, validate=True)
+            data = _b64(value)
         except (binascii.Error, ValueError) as e:
             raise errors.BadRequest(f"{path}.{data_field}: invalid base64 ({e}); encode the data with standard "
                                     f"base64 (with padding)", errors.CONVERT_FAILED) from None
