@@ -1,13 +1,15 @@
 """``aiges check [DIR]``: run a wrapper the way the plugin will, with its declared test values.
 
 The wrapper is imported and called through :class:`aiges.plugin.host.WrapperHost` (the plugin's
-own code), the request is the OpenAPI example (what Swagger's "Try it out" sends) parsed by the
-loader's envelope codec and checked by the loader's validator, and outputs are checked against
-the declared accepts.  So "check passes" means "serves, and Try it out answers 200".  Every
-failure comes with the fix.
+own code); the request is built from the declared test values with their full data (as
+``Wrapper().run()`` uses them), parsed by the loader's envelope codec and checked by the loader's
+validator; outputs are checked against the declared accepts.  So "check passes" means "serves the
+test values".  Swagger's example (what "Try it out" sends) is validated too; a test file too big
+to embed in it is a warning, not a failure.  Every failure comes with the fix.
 """
 from __future__ import annotations
 
+import base64
 import functools
 import json
 import os
@@ -35,11 +37,16 @@ class Step:
     title: str
     ok: bool = True
     problems: list[tuple[str, str]] = field(default_factory=list)  # (what is wrong, how to fix it)
-    warning: bool = False
+    warnings: list[tuple[str, str]] = field(default_factory=list)  # (worth knowing, what to do about it)
 
     def fail(self, problem: str, fix: str) -> Step:
         self.ok = False
         self.problems.append((problem, fix))
+        return self
+
+    def warn(self, problem: str, hint: str) -> Step:
+        """Worth knowing, nothing broken: the step still passes."""
+        self.warnings.append((problem, hint))
         return self
 
 
@@ -106,6 +113,10 @@ def _timed(fn: Callable[[], Any], timeout: float = CALL_TIMEOUT) -> tuple[Any, f
     return box.get("value"), elapsed
 
 
+def _kb(n: int) -> str:
+    return f"{n / 1024:.0f} KB"
+
+
 def _ms(seconds: float) -> str:
     return f"{seconds * 1000:.0f} ms"
 
@@ -132,7 +143,8 @@ class Checker:
     # ---- steps
     def run(self) -> list[Step]:
         if self.load() and self.declarations():
-            self.request_example()
+            self.test_request()
+            self.swagger_example()
             if self.init():
                 self.once()
                 if self.has_session():
@@ -224,20 +236,64 @@ class Checker:
                           "give the field a test value: path=\"test_data/...\" for files, value=b\"...\" for text")
         return True  # the wrapper can still run: its answers are worth reporting too
 
-    def request_example(self) -> None:
+    def test_request(self) -> None:
+        """The request check sends: the declared test values with their full data, as ``run()``
+        uses them, parsed and validated (and integer params normalised) as the loader does."""
         from aiges import errors
         from aiges.loader import envelope
         from aiges.loader.openapi import example_request
-        from aiges.loader.validate import Validator
         svc = str(self.cls.serviceId)
-        step = self.add("Swagger's example request passes the loader's validation")
+        step = self.add("the declared test values (full data) pass the loader's validation")
+        doc = example_request(self.schema, svc)  # params repaired to valid values, as a client sends them
+        payload: dict[str, Any] = {}
+        for i in self.cls.fields()["inputs"]:
+            item = (doc.get("payload") or {}).get(i.key)
+            data = i.raw_test_bytes()
+            if item is not None and data:  # an input with no test data is left out (inputs are optional)
+                item[i.type_name] = base64.b64encode(data).decode("ascii")
+                payload[i.key] = item
+        doc["payload"] = payload
         try:
-            self.parsed = envelope.parse(example_request(self.schema, svc), (svc,))
+            self.parsed = envelope.parse(doc, (svc,))
         except errors.AigesError as e:
             step.fail(e.message, "give every input test data (path= or value=)")
             return
-        for m in Validator(self.schema, svc).problems(self.parsed.params, self.parsed.raw_params, self.parsed.items):
+        validator = self.validator()
+        for m in validator.problems(self.parsed.params, self.parsed.raw_params, self.parsed.items,
+                                    expect=self.parsed.expect):
             step.fail(m, "make the field's test value follow its declared rules")
+        validator.normalise(self.parsed.params, self.parsed.raw_params)
+
+    def swagger_example(self) -> None:
+        """What Swagger's "Try it out" sends: a test file over the example limit is left out of
+        it, which is a warning (the service is fine; the page needs a file pasted in)."""
+        from aiges import errors
+        from aiges.loader import envelope
+        from aiges.loader.openapi import example_request
+        from aiges.sdk import EXAMPLE_LIMIT
+        svc = str(self.cls.serviceId)
+        step = self.add("Swagger's example request (Try it out) passes the loader's validation")
+        try:
+            parsed = envelope.parse(example_request(self.schema, svc), (svc,))
+        except errors.AigesError as e:
+            step.fail(e.message, "give every input test data (path= or value=)")
+            return
+        left_out = {str(i["key"]): i for i in (self.schema.get("fields") or {}).get("inputs") or []
+                    if i.get("exampleNote")}
+        items = [d for d in parsed.items if d.key not in left_out]
+        for m in self.validator().problems(parsed.params, parsed.raw_params, items, expect=parsed.expect):
+            step.fail(m, "make the field's test value follow its declared rules")
+        for key, i in left_out.items():
+            size = int(i.get("exampleBytes") or 0)
+            kind = i.get("dataType", "other")
+            step.warn(f"the Swagger example leaves out payload.{key}.{kind} ({_kb(size)} > the "
+                      f"{_kb(EXAMPLE_LIMIT)} example limit): Try it out will need the base64 of a file pasted in",
+                      f"nothing to fix for serving (this check ran with the full file); for a complete example, "
+                      f"use a test file of at most {_kb(EXAMPLE_LIMIT)}")
+
+    def validator(self) -> Any:
+        from aiges.loader.validate import Validator
+        return Validator(self.schema, str(self.cls.serviceId))
 
     def init(self) -> bool:
         cfg = self.target.config if self.target.config is not None else {
@@ -367,14 +423,19 @@ class Checker:
 
 def report(target: Target, steps: list[Step], out: TextIO) -> int:
     out.write(f"aiges check: {os.path.join(target.wrapper_dir, target.module)}.py\n")
-    failed = 0
+    failed = warned = 0
     for s in steps:
-        out.write(f"  {'PASS' if s.ok else 'FAIL'}  {s.title}\n")
+        mark = "FAIL" if not s.ok else "WARN" if s.warnings else "PASS"
+        out.write(f"  {mark}  {s.title}\n")
         for problem, fix in s.problems:
             out.write(f"        {problem}\n        fix: {fix}\n")
+        for note, hint in s.warnings:
+            out.write(f"        warning: {note}\n        hint: {hint}\n")
         failed += not s.ok
+        warned += bool(s.warnings)
     passed = len(steps) - failed
-    out.write(f"{passed} passed, {failed} failed" + (": ready to serve with `aiges -m 0`\n" if not failed else "\n"))
+    summary = f"{passed} passed, {failed} failed" + (f", {warned} warning(s)" if warned else "")
+    out.write(summary + (": ready to serve with `aiges -m 0`\n" if not failed else "\n"))
     return 1 if failed else 0
 
 

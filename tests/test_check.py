@@ -6,6 +6,7 @@ or ``python wrapper.py`` on it, then reads the exit code and the pass/fail list.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -69,7 +70,7 @@ def test_demo_passes_with_once_and_session() -> None:
     assert all(not ln.strip().startswith("FAIL") for ln in lines)
     assert any("PASS  wrapperOnceExec" in ln and "HELLO AIGES" in ln for ln in lines)
     assert any("PASS  session" in ln and "2 result(s)" in ln for ln in lines)
-    assert lines[-1].startswith("9 passed, 0 failed")
+    assert lines[-1].startswith("10 passed, 0 failed")
 
 
 def test_upstream_wrapper_passes_unchanged() -> None:
@@ -235,3 +236,43 @@ def test_a_project_without_wrapper_dir_gets_the_config_fix(tmp_path: Path) -> No
     p = run(["-m", "aiges", "check"], tmp_path)
     assert p.returncode == 1
     assert 'add wrapperDir = "wrapper" to its [aiges] section' in p.stdout
+
+
+BIG = 1200 * 1024  # over the 1 MB OpenAPI example limit
+
+
+def big_input(tmp_path: Path) -> Path:
+    d = tmp_path / "big"
+    (d / "test_data").mkdir(parents=True)
+    shutil.copy(WRAPPERS / "big_input" / "wrapper.py", d / "wrapper.py")
+    (d / "test_data" / "big.png").write_bytes(os.urandom(BIG))
+    return d
+
+
+def test_test_files_over_the_example_limit_are_checked_in_full_and_warned_about(tmp_path: Path) -> None:
+    """check calls the wrapper with the full test file, as run() does; that Swagger's example
+    leaves the file out is a warning, not a failure (and not a misleading wrapper error)."""
+    d = big_input(tmp_path)
+    p = check(d)
+    assert p.returncode == 0, p.stdout + p.stderr
+    out = p.stdout
+    assert f"PASS  wrapperOnceExec(test values) -> result (text, 13 bytes): {BIG} bytes" in out
+    assert "PASS  session: wrapperCreate" in out and f"2 result(s), last: result (text, 13 bytes): {BIG} bytes" in out
+    assert "WARN  Swagger's example request (Try it out) passes the loader's validation" in out
+    assert ("warning: the Swagger example leaves out payload.img.image (1200 KB > the 1024 KB example limit): "
+            "Try it out will need the base64 of a file pasted in") in out
+    assert out.splitlines()[-1] == "10 passed, 0 failed, 1 warning(s): ready to serve with `aiges -m 0`"
+    assert run([str(d / "wrapper.py")], d).returncode == 0  # Wrapper().run() agrees
+
+
+def test_integer_test_values_reach_the_wrapper_as_the_loader_sends_them(tmp_path: Path) -> None:
+    head = GOOD_HEAD.replace('value=2)', 'value=2.0)')
+    d = write(tmp_path, '''
+    def wrapperOnceExec(self, params, reqData, usrTag="", persId=0):
+        r = Response()
+        r.list = [item("result", str(int(params["n"])).encode())]
+        return r
+''', head)
+    p = check(d)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "PASS  wrapperOnceExec(test values) -> result (text, 1 bytes): 2" in p.stdout

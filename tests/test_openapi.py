@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +17,7 @@ import pytest
 from openapi_spec_validator import validate
 
 from aiges.loader.openapi import build_openapi, example_request
-from tests.utils import ROOT, Loader, http, start_loader
+from tests.utils import ROOT, WRAPPERS, Loader, http, start_loader
 
 ERROR_STATUSES = {"400", "401", "404", "413", "429", "500", "503", "504"}
 
@@ -221,3 +223,30 @@ def test_plain_rest_route_is_documented_with_a_working_example(demo: Loader, dem
     assert form["properties"]["img"]["format"] == "binary"  # Swagger shows a file picker
     status, _h, body = image_stats.post("/infer", infer_example(doc))
     assert status == 200 and json.loads(body["data"])["width"] == 28, body
+
+
+def test_an_example_without_its_oversized_test_file_gets_a_400_naming_the_field(tmp_path: Path) -> None:
+    """Lifecycle: a loader serves a wrapper whose test image is over the example limit; the
+    example (image left out) is posted back: 400/10107 naming the field, the wrapper never runs;
+    the same request with the image pasted in answers 200."""
+    wrapper_dir = tmp_path / "w"
+    (wrapper_dir / "test_data").mkdir(parents=True)
+    shutil.copy(WRAPPERS / "big_input" / "wrapper.py", wrapper_dir / "wrapper.py")
+    data = os.urandom(1200 * 1024)
+    (wrapper_dir / "test_data" / "big.png").write_bytes(data)
+    loader = start_loader(tmp_path / "run", wrapper_dir)
+    try:
+        _s, _h, doc = loader.get("/openapi.json")
+        example = example_of(doc)
+        assert example["payload"]["img"]["image"] == ""
+        assert "`img` (test data of 1228800 bytes" in doc["info"]["description"]
+        status, _h, body = loader.post("/v1/private/big", example)
+        assert status == 400, body
+        assert body["header"]["code"] == 10107
+        assert body["header"]["message"] == ("payload.img.image: is empty; a once request needs the input's data "
+                                             "(base64 of the image)")
+        example["payload"]["img"]["image"] = base64.b64encode(data).decode()
+        status, _h, body = loader.post("/v1/private/big", example)
+        assert status == 200 and body["payload"]["result"]["text"] == "1228800 bytes", body
+    finally:
+        loader.stop()
