@@ -16,7 +16,9 @@ from typing import Any
 import pytest
 from openapi_spec_validator import validate
 
+from aiges.loader import envelope
 from aiges.loader.openapi import build_openapi, example_request
+from aiges.loader.validate import Validator
 from tests.utils import ROOT, WRAPPERS, Loader, http, start_loader
 
 ERROR_STATUSES = {"400", "401", "404", "413", "429", "500", "503", "504"}
@@ -180,9 +182,26 @@ EDGE = {
 
 def test_example_is_repaired_to_follow_the_declared_rules() -> None:
     """Test values that break their own rules still give Swagger a request the validator accepts."""
-    example = example_request(EDGE, "edge")["parameter"]["edge"]
-    assert example["k"] == 20 and example["e"] == "a" and example["s"] == "aaa" and example["b"] is True
+    doc = example_request(EDGE, "edge")
+    example = doc["parameter"]["edge"]
+    assert example["k"] == 20 and example["e"] == "a" and example["s"] == "test" and example["b"] is True
     assert example["out"] == {"encoding": "raw", "compress": "raw", "format": "plain", "data_type": "audio"}
+    parsed = envelope.parse(doc, ("edge",))
+    # only the oversized input (left out of the example on purpose) is reported
+    assert Validator(EDGE, "edge").problems(parsed.params, parsed.raw_params, parsed.items, expect=parsed.expect) == [
+        "payload.img.image: is empty; a once request needs the input's data (base64 of the image)"]
+
+
+@pytest.mark.parametrize("rule, want", [
+    ({"key": "s", "type": "string", "required": True}, "test"),
+    ({"key": "s", "type": "string", "required": True, "minLength": 6, "maxLength": 8}, "testaa"),
+    ({"key": "s", "type": "string", "required": True, "maxLength": 2}, "te"),
+    ({"key": "s", "type": "string", "required": True, "enum": ["x", "y"]}, "x"),
+    ({"key": "s", "type": "string", "required": False}, ""),  # as run() sends an optional param's ""
+])
+def test_a_required_string_without_test_value_gets_a_valid_placeholder(rule: dict[str, Any], want: str) -> None:
+    schema = {"fields": {"params": [rule], "inputs": [], "accepts": []}}
+    assert example_request(schema, "svc")["parameter"]["svc"]["s"] == want
 
 
 def test_required_params_and_oversized_examples_are_stated() -> None:

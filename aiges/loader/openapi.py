@@ -100,6 +100,8 @@ def example_param(rule: ParamRule, declared: Any) -> Any:
     if rule.type == "boolean":
         return bool(declared) if isinstance(declared, bool) else False
     text = "" if declared is None else str(declared)
+    if not text and rule.required:
+        text = "test"  # "" would be sent as the value of a required param: a placeholder is honest
     if rule.max_length is not None:
         text = text[:rule.max_length]
     if rule.min_length and len(text) < rule.min_length:
