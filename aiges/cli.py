@@ -19,7 +19,7 @@ aiges {version}: serve a wrapper.py as an AIGES-compatible service
 usage:
   aiges -init                               write a default ./aiges.toml
   aiges -m 0 [-c aiges.toml] [-s svcName]   run the service locally (HTTP on [wrapper] http_listen)
-  aiges -mnist                              write a digit-recognition demo into ./aiges_demo/mnist
+  aiges -mnist [--force]                    write a digit-recognition demo into ./aiges_demo/mnist
   aiges -v | --version                      print the version
   aiges create -n NAME [-p PATH] [--force]  scaffold a wrapper project
   aiges pack [-l DIR] [-o FILE]             pack a project into a .tar.gz
@@ -36,7 +36,7 @@ def _normalise(argv: Sequence[str]) -> list[str]:
         if a.startswith("-") and "=" in a and not a.startswith("--version"):
             flag, value = a.split("=", 1)
             out += ["-" + flag.lstrip("-"), value]
-        elif a.startswith("--") and a[2:] in ("init", "mnist", "m", "c", "s"):
+        elif a.startswith("--") and a[2:] in ("init", "mnist", "force", "m", "c", "s"):
             out.append(a[1:])
         else:
             out.append(a)
@@ -59,6 +59,7 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="aiges", add_help=True, usage=USAGE.format(version=__version__))
     p.add_argument("-init", action="store_true", help="write a default ./aiges.toml if absent")
     p.add_argument("-mnist", action="store_true", help="write the digit-recognition demo project")
+    p.add_argument("-force", action="store_true", help="with -mnist: overwrite an existing demo")
     p.add_argument("-m", dest="mode", type=int, default=-1, help="config mode: 0 = local file")
     p.add_argument("-c", dest="config", default="", help="config file (default aiges.toml)")
     p.add_argument("-s", dest="service", default="", help="service name = config section (default svcName)")
@@ -88,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.mnist:
         from aiges import commands
-        return commands.main(["mnist"])
+        return commands.main(["mnist"] + (["--force"] if args.force else []))
     plugin_mode = os.environ.get("AIGES_PLUGIN_MODE", "python")
     if plugin_mode not in ("python", ""):
         sys.stderr.write(f"AIGES_PLUGIN_MODE={plugin_mode!r} is not supported: aiges runs Python wrappers only "

@@ -253,6 +253,14 @@ def config_cmd(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- -mnist
 def mnist(args: argparse.Namespace) -> int:
     dest = Path(args.path)
+    if dest.exists() and not dest.is_dir():
+        sys.stderr.write(f"aiges -mnist: {dest} exists and is not a directory\n")
+        return 1
+    if dest.is_dir() and any(dest.iterdir()) and not args.force:
+        # as create: a second -mnist must not silently undo edits and retrain over the user's model
+        sys.stderr.write(f"aiges -mnist: {dest} already exists and is not empty; nothing written. Use "
+                         "`aiges -mnist --force` to overwrite its demo files and retrain (other files are kept)\n")
+        return 1
     dest.mkdir(parents=True, exist_ok=True)
     values = {"name": "mnist", "version": __version__, "path": str(dest.resolve()),
               "date": datetime.date.today().isoformat()}
@@ -296,6 +304,7 @@ def _parser() -> argparse.ArgumentParser:
     g.set_defaults(run=config_cmd)
     m = sub.add_parser("mnist", help="write and train the digit-recognition demo (offline)")
     m.add_argument("-p", "--path", default=MNIST_DIR, help=f"where (default ./{MNIST_DIR})")
+    m.add_argument("--force", action="store_true", help="overwrite the demo files of an existing demo and retrain")
     m.set_defaults(run=mnist)
     return p
 

@@ -203,3 +203,23 @@ def test_mnist_demo_is_written_offline_trained_and_serves(tmp_path: Path) -> Non
             assert status == 200, resp
             result = json.loads(resp["payload"]["result"]["text"])
             assert result["result"] == digit and result["msg"] == f"result is: {digit}"
+
+
+def test_mnist_refuses_to_overwrite_an_existing_demo_unless_forced(tmp_path: Path) -> None:
+    """A second `aiges -mnist` keeps the user's edits (and model); `--force` (or Go-style -force)
+    rewrites the demo files, keeps other files, and retrains."""
+    demo = tmp_path / "aiges_demo" / "mnist"
+    (demo / "wrapper").mkdir(parents=True)
+    (demo / "wrapper" / "wrapper.py").write_text("# my edits\n")
+    (demo / "notes.txt").write_text("mine")
+    p = aiges(["-mnist"], tmp_path)
+    assert p.returncode == 1
+    assert "aiges_demo/mnist already exists and is not empty; nothing written" in p.stderr
+    assert "aiges -mnist --force" in p.stderr and "training" not in p.stdout
+    assert (demo / "wrapper" / "wrapper.py").read_text() == "# my edits\n"
+    assert not (demo / "wrapper" / "model.npz").exists()
+    p = aiges(["-mnist", "--force"], tmp_path, timeout=180)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "class Wrapper" in (demo / "wrapper" / "wrapper.py").read_text()
+    assert (demo / "notes.txt").read_text() == "mine" and (demo / "wrapper" / "model.npz").exists()
+    assert aiges(["-force", "-mnist"], tmp_path, timeout=180).returncode == 0
