@@ -62,6 +62,37 @@ def test_loader_sigkill_takes_plugin_down(tmp_path: Path) -> None:
     assert wait_until(lambda: not alive(plugin), 2.0), "plugin outlived its loader by more than 2 s"
 
 
+def test_loader_sigkill_during_a_running_call_takes_plugin_down(tmp_path: Path) -> None:
+    """The plugin does not wait for a wrapper call that is still running (a hung model) when its
+    parent is gone: it is down within 2 s plus its short orphan grace."""
+    loader = start_loader(tmp_path, WRAPPERS / "faulty")
+    [plugin] = loader.plugin_pids()
+    def call() -> None:
+        try:
+            loader.post("/v1/svcName", body(sleep=30))
+        except OSError:  # the loader is killed under it: expected
+            pass
+
+    th = threading.Thread(target=call, daemon=True)
+    th.start()
+    time.sleep(0.5)
+    os.kill(loader.pid, signal.SIGKILL)
+    loader.proc.wait()
+    assert wait_until(lambda: not alive(plugin), 3.5), "plugin waited for its running call after its loader died"
+
+
+def test_wrapper_calling_sys_exit_is_an_error_not_a_dead_worker(tmp_path: Path) -> None:
+    loader = start_loader(tmp_path, WRAPPERS / "faulty")
+    try:
+        [plugin] = loader.plugin_pids()
+        status, _, resp = loader.post("/v1/svcName", body("sysexit"))
+        assert status == 500 and resp["header"]["code"] == 10909
+        assert "SystemExit" in resp["header"]["message"] and "wrapper.py:" in resp["header"]["message"]
+        assert loader.plugin_pids() == [plugin] and loader.post("/v1/svcName", body())[0] == 200
+    finally:
+        loader.stop()
+
+
 def test_sigterm_drains_in_flight_requests_and_calls_fini(tmp_path: Path) -> None:
     marker = tmp_path / "fini.txt"
     loader = start_loader(tmp_path, WRAPPERS / "faulty", aiges="workerThreads = 8",

@@ -1,6 +1,8 @@
 """Pure conversions between the wrapper SDK's objects and the plugin proto messages."""
 from __future__ import annotations
 
+import os
+import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -64,5 +66,13 @@ def to_response(user_resp: Any, tag: str, method: str, error_text: Callable[[int
     return pb.Response(tag=tag, ret=0, list=items)
 
 
+def describe_exception(exc: BaseException) -> str:
+    """``KeyError: 'x' (wrapper.py:42)``: with the innermost frame, file name only (enough to find
+    the line, without showing the server's paths to clients)."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" ({os.path.basename(frames[-1].filename)}:{frames[-1].lineno})" if frames else ""
+    return f"{type(exc).__name__}: {exc}{where}"
+
+
 def exception_text(method: str, exc: BaseException) -> str:
-    return f"{method} raised {type(exc).__name__}: {exc}"
+    return f"{method} raised {describe_exception(exc)}"

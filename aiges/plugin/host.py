@@ -17,7 +17,7 @@ from typing import Any
 from aiges import errors
 from aiges._pb import aiges_inner_pb2 as pb
 from aiges.dto import DataListCls
-from aiges.plugin.convert import exception_text, to_response
+from aiges.plugin.convert import describe_exception, exception_text, to_response
 
 logger = logging.getLogger("aiges.plugin")
 
@@ -43,12 +43,16 @@ class WrapperHost:
                 sys.path.insert(0, path)
         if os.getcwd() not in sys.path:
             sys.path.append(os.getcwd())
-        where = self.directory or "PYTHONPATH / working directory"
+        where = os.path.abspath(self.directory) if self.directory else f"PYTHONPATH and {os.getcwd()}"
         try:
             mod = importlib.import_module(self.module_name)
-        except Exception as e:  # noqa: BLE001 - any import failure is reported, never swallowed
-            msg = f"cannot import {self.module_name}.py (searched {where}): {type(e).__name__}: {e}"
-            logger.error("%s\n%s", msg, traceback.format_exc())
+        except BaseException as e:  # noqa: BLE001 - any import failure is reported, never swallowed
+            if isinstance(e, ModuleNotFoundError) and e.name == self.module_name:
+                msg = f"no {self.module_name}.py found (searched {where})"
+            else:
+                msg = f"importing {self.module_name}.py (from {where}) raised {describe_exception(e)}"
+            logger.error(msg)
+            logger.debug("%s", traceback.format_exc())
             return pb.Ret(ret=errors.INIT_ERROR, msg=msg)
         self.module_file = getattr(mod, "__file__", "") or self.module_name
         cls = getattr(mod, "Wrapper", None)
@@ -61,9 +65,9 @@ class WrapperHost:
         except TypeError:
             try:
                 self.obj = cls()
-            except Exception as e:  # noqa: BLE001
+            except BaseException as e:  # noqa: BLE001 - SystemExit, KeyboardInterrupt from wrapper code too
                 return self._init_failure("Wrapper()", e)
-        except Exception as e:  # noqa: BLE001
+        except BaseException as e:  # noqa: BLE001 - SystemExit, KeyboardInterrupt from wrapper code too
             return self._init_failure("Wrapper()", e)
         self._create_kw = _tag_keyword(self.obj.wrapperCreate)
         self._read_takes_sid = _positional_count(self.obj.wrapperRead) >= 2
@@ -73,8 +77,9 @@ class WrapperHost:
         return pb.Ret(ret=0)
 
     def _init_failure(self, what: str, e: BaseException) -> pb.Ret:
-        msg = f"{self.module_file}: {what} raised {type(e).__name__}: {e}"
-        logger.error("%s\n%s", msg, traceback.format_exc())
+        msg = f"{self.module_file}: {exception_text(what, e)}"
+        logger.error(msg)  # one line; the traceback at debug level ([log] level = "debug")
+        logger.debug("%s", traceback.format_exc())
         return pb.Ret(ret=errors.INIT_ERROR, msg=msg)
 
     def init(self, config: dict[str, str]) -> pb.Ret:
@@ -83,7 +88,7 @@ class WrapperHost:
             return ret
         try:
             code = self.obj.wrapperInit(config)
-        except Exception as e:  # noqa: BLE001
+        except BaseException as e:  # noqa: BLE001 - SystemExit, KeyboardInterrupt from wrapper code too
             return self._init_failure("wrapperInit", e)
         if code not in (0, None):
             msg = f"{self.module_file}: wrapperInit returned {code}"
@@ -99,7 +104,7 @@ class WrapperHost:
             return pb.Ret(ret=0)
         try:
             code = self.obj.wrapperFini()
-        except Exception as e:  # noqa: BLE001
+        except BaseException as e:  # noqa: BLE001 - SystemExit, KeyboardInterrupt from wrapper code too
             logger.error("wrapperFini raised %s: %s", type(e).__name__, e)
             return pb.Ret(ret=errors.WRAPPER_EXEC, msg=exception_text("wrapperFini", e))
         return pb.Ret(ret=int(code or 0))
@@ -114,7 +119,7 @@ class WrapperHost:
     def error_text(self, code: int) -> str:
         try:
             text = self.obj.wrapperError(code) if self.obj is not None else ""
-        except Exception as e:  # noqa: BLE001
+        except BaseException as e:  # noqa: BLE001 - SystemExit, KeyboardInterrupt from wrapper code too
             text = f"(wrapperError raised {type(e).__name__}: {e})"
         return str(text) if text else f"wrapper returned error code {code}"
 
@@ -126,7 +131,7 @@ class WrapperHost:
             return pb.Response(tag=tag, ret=errors.DEADLINE, msg="deadline passed while queued; wrapper not called")
         try:
             resp = self.obj.wrapperOnceExec(dict(req.params), DataListCls(list(req.list)))
-        except Exception as e:  # noqa: BLE001
+        except BaseException as e:  # noqa: BLE001 - SystemExit, KeyboardInterrupt from wrapper code too
             logger.error("wrapperOnceExec raised (tag %s)\n%s", tag, traceback.format_exc())
             return pb.Response(tag=tag, ret=errors.WRAPPER_EXEC, msg=exception_text("wrapperOnceExec", e))
         return to_response(resp, tag, "wrapperOnceExec", self.error_text)
@@ -137,7 +142,7 @@ class WrapperHost:
         kw = {self._create_kw: req.tag} if self._create_kw else {}
         try:
             s = self.obj.wrapperCreate(dict(req.params), sid=req.sid, **kw)
-        except Exception as e:  # noqa: BLE001
+        except BaseException as e:  # noqa: BLE001 - SystemExit, KeyboardInterrupt from wrapper code too
             logger.error("wrapperCreate raised\n%s", traceback.format_exc())
             return pb.Handle(err_code=errors.WRAPPER_CREATE, msg=exception_text("wrapperCreate", e))
         code = int(getattr(s, "error_code", 0) or 0)
@@ -154,7 +159,7 @@ class WrapperHost:
         try:
             req = DataListCls(list(msg.req.list), dict(msg.req.params))
             code = self.obj.wrapperWrite(msg.handle, req, msg.sid)
-        except Exception as e:  # noqa: BLE001
+        except BaseException as e:  # noqa: BLE001 - SystemExit, KeyboardInterrupt from wrapper code too
             logger.error("wrapperWrite raised\n%s", traceback.format_exc())
             return pb.Ret(ret=errors.WRAPPER_WRITE, msg=exception_text("wrapperWrite", e))
         code = int(code or 0)
@@ -169,7 +174,7 @@ class WrapperHost:
         """One wrapperRead poll: a Response to send, or None when nothing is ready."""
         try:
             resp = self.obj.wrapperRead(handle, tag) if self._read_takes_sid else self.obj.wrapperRead(handle)
-        except Exception as e:  # noqa: BLE001
+        except BaseException as e:  # noqa: BLE001 - SystemExit, KeyboardInterrupt from wrapper code too
             logger.error("wrapperRead raised\n%s", traceback.format_exc())
             return pb.Response(tag=tag, ret=errors.WRAPPER_READ, msg=exception_text("wrapperRead", e))
         if resp is None:
@@ -186,7 +191,7 @@ class WrapperHost:
             return pb.Ret(ret=0)
         try:
             code = self.obj.wrapperDestroy(handle)
-        except Exception as e:  # noqa: BLE001
+        except BaseException as e:  # noqa: BLE001 - SystemExit, KeyboardInterrupt from wrapper code too
             logger.error("wrapperDestroy raised\n%s", traceback.format_exc())
             return pb.Ret(ret=errors.WRAPPER_EXEC, msg=exception_text("wrapperDestroy", e))
         code = int(code or 0) if isinstance(code, int) else 0

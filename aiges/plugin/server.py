@@ -363,6 +363,7 @@ async def serve(env: dict[str, str]) -> int:
 
     loop = asyncio.get_running_loop()
     orphaned = False
+    parent = os.getppid()
 
     def on_orphaned() -> None:
         nonlocal orphaned
@@ -374,6 +375,8 @@ async def serve(env: dict[str, str]) -> int:
     watcher = asyncio.create_task(lifeline.watch_parent(on_orphaned))
 
     await stop.wait()
+    # the parent-death signal arrives as a plain SIGTERM: tell it apart by our new parent
+    orphaned = orphaned or os.getppid() != parent
     grace_now = min(grace, 1.0) if orphaned else grace
     logger.info("plugin stopping (grace %.1fs)", grace_now)
     stopping = asyncio.create_task(server.stop(grace_now))
@@ -408,8 +411,17 @@ def main() -> int:
     logging.basicConfig(level=os.environ.get("AIGES_PLUGIN_LOG_LEVEL", "INFO").upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     lifeline.set_parent_death_signal()
+    run: Any = asyncio.run
     try:
         import uvloop
+        run = uvloop.run
     except ImportError:
-        return asyncio.run(serve(env))
-    return uvloop.run(serve(env))
+        pass
+    rc = run(serve(env))
+    # A wrapper call still running after the grace period (a hung model) must not keep the
+    # process alive: Python's exit would join the pool's threads and wait for it, forever for a
+    # hung call -- upstream's orphaned plugins.  wrapperFini has run; leave now.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(rc)

@@ -1,4 +1,4 @@
-"""Test wrapper whose behaviour is chosen by the "ctrl" param: ok, raise, none, empty, err, slow, crash, print."""
+"""Test wrapper whose behaviour is chosen by the "ctrl" param: ok, raise, none, empty, err, slow, crash, sysexit, print."""
 import os
 import sys
 import time
@@ -42,6 +42,8 @@ class Wrapper(WrapperBase):
             return Response().response_err(4242)
         if ctrl == "crash":
             os._exit(3)
+        if ctrl == "sysexit":
+            sys.exit(5)
         if ctrl == "print":
             for i in range(2000):
                 print("chatty wrapper line %d" % i)
