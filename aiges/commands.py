@@ -11,6 +11,7 @@ import argparse
 import datetime
 import os
 import re
+import shlex
 import subprocess
 import sys
 import tarfile
@@ -100,6 +101,16 @@ def _copy_tree(src: Traversable, dest: Path, values: dict[str, str]) -> list[str
     return written
 
 
+def engine_source() -> str:
+    """What ``pip wheel`` builds this engine from: its source checkout when we run from one (an
+    editable install), else a placeholder to replace; never the name ``aiges``, which on PyPI is
+    upstream's unrelated SDK."""
+    root = Path(__file__).resolve().parent.parent
+    if (root / "setup.py").is_file() and (root / "aiges" / "__init__.py").is_file():
+        return str(root)
+    return "/path/to/the/aiges/engine/source"
+
+
 # ---------------------------------------------------------------- create
 def create(args: argparse.Namespace) -> int:
     name = args.name
@@ -117,7 +128,7 @@ def create(args: argparse.Namespace) -> int:
         return 1
     dest.mkdir(parents=True, exist_ok=True)
     values = {"name": name, "version": __version__, "path": str(dest.resolve()),
-              "date": datetime.date.today().isoformat()}
+              "date": datetime.date.today().isoformat(), "engine": shlex.quote(engine_source())}
     written = _copy_tree(_source("aiges.wrapper_template", "wrapper_template"), dest, values)
     (dest / "aiges.toml").write_text(_aiges_toml("wrapper"), encoding="utf-8")
     written.append("aiges.toml")

@@ -84,6 +84,47 @@ def test_create_writes_a_complete_project(project: Path) -> None:
     assert "hello_svc" in (project / "Dockerfile").read_text()
 
 
+def _dockerfile_run(project: Path) -> str:
+    """The Dockerfile's RUN instruction as the shell script docker would run."""
+    text = (project / "Dockerfile").read_text().replace("\\\n", "")
+    return next(ln[4:] for ln in text.splitlines() if ln.startswith("RUN "))
+
+
+def test_dockerfile_installs_this_engine_from_its_wheel_never_by_name(project: Path, tmp_path: Path) -> None:
+    """"aiges" on PyPI is upstream's SDK: the image installs the wheel built by the README's command
+    and stops with that command when the wheel is missing.  The RUN step is run by sh here, with a
+    stand-in pip that records its arguments (no docker needed)."""
+    dockerfile = (project / "Dockerfile").read_text()
+    readme = (project / "README.md").read_text()
+    command = f"pip wheel --no-deps -w . {ROOT}"
+    assert command in dockerfile and command in readme and "{{" not in dockerfile
+    assert not re.search(r"pip install[^\n]*\baiges\b(?!-\*)", dockerfile)
+    assert "aiges" not in [ln.strip() for ln in (project / "requirements.txt").read_text().splitlines()]
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "pip").write_text('#!/bin/sh\necho "pip $*" > pip.args\n')
+    (bin_dir / "pip").chmod(0o755)
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "requirements.txt").write_text("pillow\n")
+    env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    script = _dockerfile_run(project)
+
+    def build() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["sh", "-c", script], cwd=ctx, env=env, capture_output=True, text=True, timeout=30)
+
+    p = build()
+    assert p.returncode == 1 and "no aiges-*.whl next to the Dockerfile" in p.stderr and command in p.stderr
+    (ctx / "aiges-0.1.0-py3-none-any.whl").write_bytes(b"")
+    p = build()
+    assert p.returncode == 0, p.stderr
+    assert (ctx / "pip.args").read_text().split() == [
+        "pip", "install", "--no-cache-dir", "aiges-0.1.0-py3-none-any.whl", "-r", "requirements.txt"]
+    (ctx / "aiges-0.0.9-py3-none-any.whl").write_bytes(b"")
+    p = build()
+    assert p.returncode == 1 and "several aiges wheels" in p.stderr
+
+
 def test_created_project_passes_check(project: Path) -> None:
     p = aiges(["check"], project)
     assert p.returncode == 0, p.stdout + p.stderr
