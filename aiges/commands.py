@@ -151,11 +151,12 @@ def pack(args: argparse.Namespace) -> int:
     files: list[Path] = []
     for dirpath, dirnames, filenames in os.walk(root):
         here = Path(dirpath)
-        # runtime output stays out: caches, VCS data, the loader's logs directory
-        dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS and not (here == root and d == "logs"))
+        # runtime output stays out: caches, VCS data, logs directories (the loader's, or a wrapper's
+        # own when it ran from its directory), and archives of earlier packs
+        dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS and d != "logs")
         for f in sorted(filenames):
             p = here / f
-            if p == output or f.endswith((".pyc", ".sock")):
+            if p == output or f.endswith((".pyc", ".sock")) or (here == root and f.endswith(".tar.gz")):
                 continue
             files.append(p)
     rels = [p.relative_to(root).as_posix() for p in files]

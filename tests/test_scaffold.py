@@ -196,6 +196,26 @@ def test_pack_keeps_structure_and_honours_output(project: Path, tmp_path: Path) 
     assert not (tmp_path / "pywrapper.tar.gz").exists()
 
 
+def test_pack_leaves_out_earlier_packs_and_nested_logs(project: Path) -> None:
+    """Packing twice from the project directory: the second archive holds neither the first nor
+    itself, nor logs/ or __pycache__/ at any depth; a .tar.gz test file below the root is kept."""
+    (project / "wrapper" / "logs").mkdir(exist_ok=True)
+    (project / "wrapper" / "logs" / "wrapper.log").write_text("runtime")
+    (project / "wrapper" / "sub" / "__pycache__").mkdir(parents=True, exist_ok=True)
+    (project / "wrapper" / "sub" / "__pycache__" / "x.cpython-311.pyc").write_bytes(b"x")
+    (project / "wrapper" / "test_data" / "sample.tar.gz").write_bytes(b"data")
+    assert aiges(["pack", "-o", "old.tar.gz"], project).returncode == 0
+    p = aiges(["pack"], project)
+    assert p.returncode == 0, p.stderr
+    with tarfile.open(project / "pywrapper.tar.gz") as tar:
+        names = tar.getnames()
+    assert "wrapper/wrapper.py" in names and "wrapper/test_data/sample.tar.gz" in names
+    assert not [n for n in names if n.endswith(("old.tar.gz", "pywrapper.tar.gz")) or "logs" in n
+                or "__pycache__" in n]
+    for f in ("old.tar.gz", "pywrapper.tar.gz", "wrapper/test_data/sample.tar.gz"):
+        (project / f).unlink()
+
+
 def test_pack_defaults_to_pywrapper_in_cwd_and_needs_a_wrapper(tmp_path: Path) -> None:
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "model.py").write_text("x = 1\n")
