@@ -33,7 +33,7 @@ from typing import Any
 
 from aiges import errors
 from aiges._pb import aiges_inner_pb2 as pb
-from aiges.loader.envelope import TYPE_NAMES
+from aiges.loader.envelope import TYPE_NAMES, NumberLiteral
 
 # spellings clients use for the same encoding (compared after _norm)
 ALIASES = {"jpeg": "jpg", "pcm": "raw", "mp3": "lame"}
@@ -101,6 +101,8 @@ def json_type(v: Any) -> str:
 def _exact(value: Any) -> decimal.Decimal | None:
     """The exact decimal a JSON number or its string form spells (Decimal reads ``1e0`` and
     ``3.0`` exactly, where float would round ``9007199254740993``); None if it is not one."""
+    if isinstance(value, NumberLiteral):
+        value = value.text  # the number as the client wrote it, not its float rounding
     try:
         return decimal.Decimal(value if isinstance(value, (int, str)) else repr(value))
     except (decimal.InvalidOperation, TypeError, ValueError):
@@ -121,6 +123,8 @@ def integer_text(value: Any) -> str | None:
 
 def text_of(v: Any) -> str:
     """A JSON scalar as the wrapper receives it (same spelling as the envelope codec)."""
+    if isinstance(v, NumberLiteral):
+        return v.text
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, float) and v.is_integer():
