@@ -6,7 +6,7 @@ import json
 import time
 from pathlib import Path
 
-from tests.utils import WRAPPERS, Loader, once_body, start_loader
+from tests.utils import WRAPPERS, Loader, http, once_body, start_loader
 
 PNG = (WRAPPERS / "image_stats" / "test_data" / "test.png").read_bytes()
 
@@ -96,10 +96,17 @@ def test_required_param_missing(demo: Loader) -> None:
 
 
 def test_error_table_routes_and_size(faulty: Loader) -> None:
-    status, _, resp = faulty.get("/no/such/route")
-    assert status == 404 and resp["header"]["code"] == 12404
+    status, hdrs, resp = faulty.get("/no/such/route")
+    assert status == 404 and resp["header"]["code"] == 12404 and resp["header"]["sid"]
+    assert hdrs.get("Access-Control-Allow-Origin") == "*"  # as upstream, on every answer
     status, _, resp = faulty.post("/health", {})
-    assert status == 405 and resp["header"]["code"] == 12405
+    assert status == 405 and resp["header"]["code"] == 12405 and resp["header"]["sid"]
+    status, _, resp = faulty.post("/v1/svcName", b"not gzip", {"Content-Encoding": "gzip",
+                                                             "Content-Type": "application/json"})
+    assert status == 400 and resp["header"]["code"] == 10009 and "Content-Encoding" in resp["header"]["message"]
+    status, hdrs, _ = http("OPTIONS", faulty.url + "/v1/svcName", None,
+                           {"Origin": "http://127.0.0.1:9", "Access-Control-Request-Method": "POST"})
+    assert status == 204 and "POST" in hdrs["Access-Control-Allow-Methods"]
     big = once_body("faulty", {"text": {"text": b64(b"x" * (1024 * 1024 + 10))}})
     _err(faulty, big, 413, 12413, "maxBodyMB")
 

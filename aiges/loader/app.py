@@ -12,12 +12,13 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import WSMsgType, web
+from aiohttp.web_protocol import RequestPayloadError
 
 from aiges import errors
 from aiges.config import Settings
 from aiges.loader import auth, envelope
 from aiges.loader.metrics import Metrics
-from aiges.loader.once import handle_once
+from aiges.loader.once import handle_once, new_sid
 from aiges.loader.openapi import openapi_json, swagger
 from aiges.loader.rest import handle_infer, rest_error_body
 from aiges.loader.state import METRICS, POOL, SCHEMA, SERVICES, SESSIONS, SETTINGS, VALIDATOR
@@ -28,6 +29,9 @@ from aiges.loader.workers import WorkerPool
 logger = logging.getLogger("aiges.http")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 PROTECTED = frozenset({"once", "stream", "infer"})  # routes that need an API key when keys are set
+CORS_PREFLIGHT = {"Access-Control-Allow-Origin": "*", "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
+                  "Access-Control-Allow-Headers": "Content-Type, x-api-key, Authorization, X-Aiges-Deadline",
+                  "Access-Control-Max-Age": "600"}
 
 
 def inference_routes(settings: Settings, schema: dict[str, Any]) -> list[str]:
@@ -69,6 +73,8 @@ async def envelope_errors(request: web.Request, handler: Handler) -> web.StreamR
     started = time.perf_counter()
     route = ROUTE_KINDS.get(request.match_info.handler, "other")
     err: errors.AigesError | None = None
+    if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
+        return web.Response(status=204, headers=CORS_PREFLIGHT)  # a browser's CORS preflight
     try:
         if settings.api_keys and route in PROTECTED:
             _check_api_key(request, settings.api_keys)
@@ -79,10 +85,18 @@ async def envelope_errors(request: web.Request, handler: Handler) -> web.StreamR
         if e.status < 400:
             raise
         err = _http_error(e, request, settings)
+    except RequestPayloadError as e:  # e.g. Content-Encoding: gzip with a body that is not gzip
+        err = errors.BadRequest(f"the request body could not be read: {e}; check Content-Encoding",
+                                errors.INVALID_DATA)
     except (ConnectionResetError, OSError) as e:  # client went away mid-body
         err = errors.BadRequest(f"connection error while reading the request: {e}", errors.INVALID_DATA)
+    except Exception as e:  # noqa: BLE001 - a bug of ours still answers in the envelope, with a sid
+        logger.exception("unexpected error on %s %s", request.method, request.path)
+        err = errors.InternalError(f"internal error ({type(e).__name__}); it is logged with this sid")
     if err is not None:
         sid = request.get("sid") or ""
+        if not sid:  # every answer carries a sid, errors before any handler ran included
+            sid = request["sid"] = new_sid()
         status = errors.http_status(err)
         request["aiges_code"] = err.code
         request["aiges_message"] = err.message
@@ -95,6 +109,8 @@ async def envelope_errors(request: web.Request, handler: Handler) -> web.StreamR
                 else envelope.error_body(err.code, err.message, sid))
         response = web.Response(status=status, body=body, content_type="application/json", headers=headers)
     app[METRICS].observe(route, response.status, time.perf_counter() - started, err.code if err else 0)
+    if not response.prepared:  # a WebSocket has sent its headers already
+        response.headers.setdefault("Access-Control-Allow-Origin", "*")  # as upstream, on every answer
     return response
 
 
