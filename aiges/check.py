@@ -18,6 +18,7 @@ import re
 import sys
 import threading
 import time
+import traceback
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -129,6 +130,54 @@ def _preview(d: Any) -> str:
     return f"{d.key} ({kind}, {len(d.data)} bytes)"
 
 
+WRAPPER_METHODS = ("wrapperInit", "wrapperOnceExec", "wrapperCreate", "wrapperWrite", "wrapperRead",
+                   "wrapperDestroy", "wrapperFini")
+
+
+class RaisedIn:
+    """Remembers the last exception a wrapper method raised, to name the user's own line.
+
+    The plugin's message names the innermost frame, which is often a library's (``Image.py:3283``);
+    the line to fix is the innermost one in the project's own files."""
+
+    def __init__(self, project_dir: str) -> None:
+        self.project_dir = os.path.abspath(project_dir)
+        self.last: BaseException | None = None
+
+    def watch(self, obj: Any) -> None:
+        for name in WRAPPER_METHODS:
+            fn = getattr(obj, name, None)
+            if callable(fn):
+                try:
+                    setattr(obj, name, self._recording(fn))
+                except AttributeError:  # __slots__ or a read-only attribute: messages lack the line
+                    pass
+
+    def _recording(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(fn)  # keeps the signature the host inspects (userTag / usrTag, wrapperRead's args)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return fn(*args, **kwargs)
+            except BaseException as e:
+                self.last = e
+                raise
+        return call
+
+    def where(self) -> str:
+        """`` (in wrapper.py:42, analyse: img.load())`` for the last exception, then forget it."""
+        e, self.last = self.last, None
+        if e is None:
+            return ""
+        own = [f for f in traceback.extract_tb(e.__traceback__)
+               if os.path.abspath(f.filename).startswith(self.project_dir + os.sep)
+               and "site-packages" not in f.filename and os.path.abspath(f.filename) != os.path.abspath(__file__)]
+        if not own:
+            return ""
+        f = own[-1]
+        code = f": {f.line.strip()}" if f.line else ""
+        return f" (in {os.path.relpath(f.filename, self.project_dir)}:{f.lineno}, {f.name}{code})"
+
+
 class Checker:
     def __init__(self, target: Target, session_wait: float = SESSION_WAIT) -> None:
         from aiges.plugin.host import WrapperHost
@@ -138,7 +187,8 @@ class Checker:
         self.steps: list[Step] = []
         self.cls: Any = None
         self.schema: dict[str, Any] = {}
-        self.parsed: Any = None  # the example request as the loader parses it (envelope.Parsed)
+        self.parsed: Any = None  # the test request as the loader parses it (envelope.Parsed)
+        self.raised = RaisedIn(target.wrapper_dir)
 
     # ---- steps
     def run(self) -> list[Step]:
@@ -168,6 +218,7 @@ class Checker:
                                f"to see the full traceback")
             return False
         self.cls = type(self.host.obj)
+        self.raised.watch(self.host.obj)
         if not issubclass(self.cls, WrapperBase):
             step.fail("Wrapper does not subclass aiges.sdk.WrapperBase",
                       "declare it as `class Wrapper(WrapperBase):` (from aiges.sdk import WrapperBase)")
@@ -307,8 +358,8 @@ class Checker:
             return False
         step.title += f" -> {ret.ret} ({_ms(took)})"
         if ret.ret:
-            step.fail(ret.msg, "return 0 from wrapperInit once the model is loaded; wrapperError(code) "
-                               "explains a non-zero code")
+            step.fail(ret.msg + self.raised.where(), "return 0 from wrapperInit once the model is loaded; "
+                                                     "wrapperError(code) explains a non-zero code")
         return not ret.ret
 
     def _params(self) -> dict[str, str]:
@@ -337,7 +388,7 @@ class Checker:
             step.fail(f"wrapperOnceExec {e}", "make sure wrapperOnceExec returns a Response for the test values")
             return
         if resp.ret:
-            step.fail(f"error {resp.ret}: {resp.msg}",
+            step.fail(f"error {resp.ret}: {resp.msg}{self.raised.where()}",
                       "fix the wrapper so the declared test values succeed (the message above says where)")
             return
         step.title += f" -> {'; '.join(_preview(d) for d in resp.list)} ({_ms(took)})"
@@ -366,7 +417,7 @@ class Checker:
             step.fail(f"wrapperCreate {e}", "return a SessionCreateResponse with a handle right away")
             return
         if handle.err_code:
-            step.fail(f"wrapperCreate failed with {handle.err_code}: {handle.msg}",
+            step.fail(f"wrapperCreate failed with {handle.err_code}: {handle.msg}{self.raised.where()}",
                       "return a SessionCreateResponse whose handle is a non-empty string and error_code 0")
             return
         for n, status in enumerate((0, 2)):
@@ -378,7 +429,8 @@ class Checker:
                 step.fail(f"wrapperWrite {e}", "return from wrapperWrite and push results with callback()")
                 return
             if ret.ret:
-                step.fail(f"wrapperWrite (frame {n + 1}, status {status}) returned {ret.ret}: {ret.msg}",
+                step.fail(f"wrapperWrite (frame {n + 1}, status {status}) returned {ret.ret}: {ret.msg}"
+                          f"{self.raised.where()}",
                           "return 0 from wrapperWrite")
                 return
         got: list[pb.Response] = []
@@ -398,7 +450,8 @@ class Checker:
             got.append(to_response(user_resp, tag, "callback", self.host.error_text))
         for r in got:
             if r.ret:
-                step.fail(f"a session result carries error {r.ret}: {r.msg}", "fix the error the message names")
+                step.fail(f"a session result carries error {r.ret}: {r.msg}{self.raised.where()}",
+                          "fix the error the message names")
             for problem, fix in output_problems(self.cls.fields()["accepts"], list(r.list), (0, 1, 2)):
                 step.fail(problem, fix)
         if not got:

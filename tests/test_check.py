@@ -276,3 +276,25 @@ def test_integer_test_values_reach_the_wrapper_as_the_loader_sends_them(tmp_path
     p = check(d)
     assert p.returncode == 0, p.stdout + p.stderr
     assert "PASS  wrapperOnceExec(test values) -> result (text, 1 bytes): 2" in p.stdout
+
+
+def test_a_raised_exception_names_the_line_in_the_wrapper(tmp_path: Path) -> None:
+    """The exception comes from inside a library (json); the problem line names the wrapper's own
+    innermost line, which the fix refers to."""
+    d = write(tmp_path, '''
+    def wrapperOnceExec(self, params, reqData, usrTag="", persId=0):
+        return parse(reqData.get("text").data)
+
+
+def parse(data):
+    import json
+    return json.loads(data + b"}")
+''')
+    p = check(d)
+    assert p.returncode == 1
+    source = (d / "wrapper.py").read_text().splitlines()
+    lineno = source.index('    return json.loads(data + b"}")') + 1
+    line = next(ln for ln in p.stdout.splitlines() if "error 10909" in ln)
+    assert "wrapperOnceExec raised JSONDecodeError" in line
+    assert line.endswith(f'(in wrapper.py:{lineno}, parse: return json.loads(data + b"}}"))'), line
+    assert "fix: fix the wrapper so the declared test values succeed (the message above says where)" in p.stdout
