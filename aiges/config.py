@@ -53,7 +53,8 @@ class Settings:
     max_inflight: int = 512
     deadline: float = 60.0
     max_body_size: int = 64 * 1024 * 1024
-    start_timeout: float = 60.0
+    start_timeout: float = 60.0  # handshake (upstream's one-minute plugin start)
+    init_timeout: float | None = 600.0  # wrapperInit + wrapperSchema (model loading); None = no limit
     restart_backoff_max: float = 10.0
     exit_on_init_failure: bool = True
     grace: float = 30.0
@@ -68,6 +69,8 @@ class Settings:
     log_dir: str = "logs"
     log_level: str = "info"
     access_log: bool = True
+    # what the file holds that nothing reads (a typo, most likely): logged once at start
+    warnings: tuple[str, ...] = ()
 
     @property
     def service_names(self) -> tuple[str, ...]:
@@ -172,6 +175,31 @@ def _section(doc: Mapping[str, Any], name: str) -> Mapping[str, Any]:
     return value
 
 
+# Keys read here, plus upstream's own (accepted and ignored locally): anything else in [aiges] or
+# [ws] is reported, as a likely typo.  Other sections are upstream platform plumbing.
+AIGES_KEYS = frozenset({
+    "wrapperDir", "wrapperModule", "workers", "workerThreads", "maxInflight", "deadline", "maxBodyMB",
+    "startTimeout", "initTimeout", "restartBackoffMax", "exitOnInitFailure", "grace", "wrapperErrorStatus",
+    "headerPass", "pythonPluginCmd",
+    # upstream's
+    "gesMock", "sessMode", "numaNode", "realTimeRlt", "usrCfg", "sub", "asyncMode", "sessDelGt", "httpRetry",
+    "gray", "wrapperTrace", "wrapperDelayDetectPeriod", "storageData", "asyncRelease", "libCodec", "elastic",
+})
+WS_KEYS = frozenset({"readTimeout", "sessionTimeout"})
+LOG_LEVELS = ("debug", "info", "warn", "warning", "error")
+
+
+def _unknown_keys(section: Mapping[str, Any], name: str, known: frozenset[str]) -> list[str]:
+    return [f"[{name}] {key}: unknown key, ignored (known: see `aiges -init`)" for key in section
+            if key not in known]
+
+
+def _nonneg_float(v: Any) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+        raise TypeError
+    return float(v)
+
+
 # ---------------------------------------------------------------- the parse
 def load(path: str, svc_name: str = "svcName", env: Mapping[str, str] | None = None) -> Settings:
     try:
@@ -210,6 +238,11 @@ def parse(text: str, path: str = "aiges.toml", svc_name: str = "svcName",
         grpc_host, grpc_port = parse_listen(env["AIGES_GRPC_LISTEN"], "AIGES_GRPC_LISTEN")
     if grpc_port is not None and not 0 <= grpc_port <= 65535:
         raise ConfigError(f"[{svc_name}] port: expected a port number 0..65535, got {grpc_port}")
+
+    init_timeout = _get(aiges, "aiges", "initTimeout", 600.0, _nonneg_float, "a number of seconds (0 = no limit)")
+    log_level = _get(log, "log", "level", "info", _str, "a level name string").lower()
+    if log_level not in LOG_LEVELS:
+        raise ConfigError(f"[log] level: expected one of {', '.join(LOG_LEVELS)}, got {log_level!r}")
 
     base = os.path.dirname(os.path.abspath(path))
     wrapper_dir = _get(aiges, "aiges", "wrapperDir", None, _str, "a directory path string")
@@ -255,6 +288,7 @@ def parse(text: str, path: str = "aiges.toml", svc_name: str = "svcName",
         deadline=_get(aiges, "aiges", "deadline", 60.0, _float, "a positive number of seconds"),
         max_body_size=int(_get(aiges, "aiges", "maxBodyMB", 64, _float, "a positive number of MB") * 1024 * 1024),
         start_timeout=_get(aiges, "aiges", "startTimeout", 60.0, _float, "a positive number of seconds"),
+        init_timeout=init_timeout or None,
         restart_backoff_max=_get(aiges, "aiges", "restartBackoffMax", 10.0, _float, "a positive number of seconds"),
         exit_on_init_failure=_get(aiges, "aiges", "exitOnInitFailure", True, _bool, "true or false"),
         grace=_get(aiges, "aiges", "grace", 30.0, _float, "a positive number of seconds"),
@@ -264,6 +298,7 @@ def parse(text: str, path: str = "aiges.toml", svc_name: str = "svcName",
         ws_session_timeout=_get(ws, "ws", "sessionTimeout", 180.0, _float, "a positive number of seconds"),
         api_keys=api_keys,
         log_dir=log_dir,
-        log_level=_get(log, "log", "level", "info", _str, "a level name string").lower(),
+        log_level=log_level,
         access_log=_get(log, "log", "access", True, _bool, "true or false"),
+        warnings=tuple(_unknown_keys(aiges, "aiges", AIGES_KEYS) + _unknown_keys(ws, "ws", WS_KEYS)),
     )

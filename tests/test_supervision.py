@@ -4,13 +4,15 @@ from __future__ import annotations
 import base64
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.utils import WRAPPERS, alive, child_pids, once_body, start_loader, wait_until
+from tests.utils import ROOT, WRAPPERS, alive, child_pids, once_body, start_loader, wait_until, write_config
 
 
 def body(ctrl: str = "ok", sleep: float = 0) -> dict:
@@ -142,6 +144,55 @@ def test_keep_serving_503_when_configured(tmp_path: Path) -> None:
         assert status == 503 and resp["header"]["code"] == 12503 and "Retry-After" in hdrs
     finally:
         assert loader.stop() == 0
+
+
+def test_wrapper_ready_later_gets_its_routes_params_and_validation(tmp_path: Path) -> None:
+    """exitOnInitFailure = false and an init that fails at start: once a restart succeeds, the
+    wrapper's own route, parameter section and validation work as if it had started at once."""
+    flag = tmp_path / "not-yet"
+    flag.write_text("")
+    loader = start_loader(tmp_path, WRAPPERS / "faulty", aiges="exitOnInitFailure = false\nrestartBackoffMax = 0.3",
+                          env={"FAULTY_INIT_FAIL_WHILE": str(flag)})
+    try:
+        assert loader.get("/ready")[0] == 503
+        flag.unlink()
+        assert wait_until(lambda: loader.get("/ready")[0] == 200, 20)
+        status, _, resp = loader.post("/v1/private/faulty", body("params"))
+        assert status == 200, resp
+        import json
+        assert json.loads(resp["payload"]["result"]["text"])["params"]["ctrl"] == "params"
+        status, _, resp = loader.post("/v1/svcName", body(sleep=1000))
+        assert status == 400 and "parameter.faulty.sleep" in resp["header"]["message"]
+    finally:
+        assert loader.stop() == 0
+
+
+def test_init_timeout_names_the_setting(tmp_path: Path) -> None:
+    loader = start_loader(tmp_path, WRAPPERS / "faulty", aiges="initTimeout = 1",
+                          env={"FAULTY_INIT_SLEEP": "3"}, expect_fail=True)
+    assert loader.proc.wait(20) == 1
+    line = next(ln for ln in loader.stderr().splitlines() if "cannot start the wrapper" in ln)
+    assert "initTimeout" in line and "wrapperInit" in line
+
+
+def test_sigterm_while_the_wrapper_is_loading_stops_at_once(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path, WRAPPERS / "faulty")
+    env = dict(os.environ, FAULTY_INIT_SLEEP="30", PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen([sys.executable, "-m", "aiges", "-m", "0", "-c", str(cfg)], cwd=tmp_path, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert wait_until(lambda: bool(child_pids(proc.pid)), 10)
+        [plugin] = child_pids(proc.pid)
+        time.sleep(1.0)  # the plugin is in wrapperInit's 30 s sleep
+        t = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+        assert time.monotonic() - t < 5
+        assert wait_until(lambda: not alive(plugin), 3)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def test_chatty_wrapper_never_blocks(tmp_path: Path) -> None:

@@ -35,8 +35,20 @@ async def serve(settings: Settings) -> int:
         loop.add_signal_handler(sig, stop.set)
     where = settings.wrapper_dir or "PYTHONPATH / working directory"
     logger.info("starting %d plugin worker(s) for %s.py in %s", settings.workers, settings.wrapper_module, where)
+    for warning in settings.warnings:
+        logger.warning("%s", warning)
+    starting = asyncio.ensure_future(pool.start())
+    stopped = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({starting, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    if not starting.done():  # SIGTERM / Ctrl-C while the wrapper is still loading: stop now
+        logger.info("stopped while starting the plugin workers")
+        starting.cancel()
+        await asyncio.gather(starting, return_exceptions=True)
+        await pool.close(grace=1.0)
+        return 0
+    stopped.cancel()
     try:
-        await pool.start()
+        starting.result()
     except WorkerStartError as e:
         logger.error("cannot start the wrapper: %s", e)
         return 1

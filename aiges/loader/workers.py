@@ -125,23 +125,40 @@ class Worker:
         address = f"unix:{parts[3]}" if parts[2] == "unix" else parts[3]
         self.channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
         self.stub = pb_grpc.WrapperServiceStub(self.channel)
+        init_timeout = self.settings.init_timeout  # model loading may take long; None = no limit
         try:
             ret = await self.stub.wrapperInit(pb.InitRequest(config=dict(self.settings.wrapper_config)),
-                                              timeout=timeout)
+                                              timeout=init_timeout)
         except grpc.aio.AioRpcError as e:
-            raise WorkerStartError(f"plugin {self.name} wrapperInit failed: {e.details()}") from None
+            raise WorkerStartError(self._init_rpc_failure("wrapperInit", e)) from None
         if ret.ret != 0:
+            # the wrapper imported but its init failed: its schema still gives the loader its routes,
+            # service name and validation, for when a restart succeeds ([aiges] exitOnInitFailure = false)
+            try:
+                await self._fetch_schema(10.0)
+            except WorkerStartError:
+                pass
             raise WorkerStartError(f"wrapper init failed (code {ret.ret}): {ret.msg}")
+        await self._fetch_schema(init_timeout)
+        self._comm_task = asyncio.create_task(self._communicate())
+        self.state = "ready"
+        logger.info("plugin %s ready (pid %d)", self.name, self.pid)
+
+    async def _fetch_schema(self, timeout: float | None) -> None:
+        assert self.stub is not None
         try:
             schema = await self.stub.wrapperSchema(pb.SvcId(serviceId=self.settings.svc_name), timeout=timeout)
             self.schema = json.loads(schema.data) if schema.data else {}
         except grpc.aio.AioRpcError as e:
-            raise WorkerStartError(f"wrapper schema failed: {e.details()}") from None
+            raise WorkerStartError(self._init_rpc_failure("wrapperSchema", e)) from None
         except ValueError as e:
             raise WorkerStartError(f"wrapper schema is not valid JSON: {e}") from None
-        self._comm_task = asyncio.create_task(self._communicate())
-        self.state = "ready"
-        logger.info("plugin %s ready (pid %d)", self.name, self.pid)
+
+    def _init_rpc_failure(self, method: str, e: grpc.aio.AioRpcError) -> str:
+        if e.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+            return (f"plugin {self.name}: {method} did not return within {self.settings.init_timeout:g}s; "
+                    "raise [aiges] initTimeout (0 = no limit) if the model needs longer to load")
+        return f"plugin {self.name} {method} failed: {e.details()}"
 
     async def _drain(self, stream: asyncio.StreamReader, name: str) -> None:
         """Keep reading the plugin's output into the log so a chatty wrapper never blocks."""
@@ -322,6 +339,8 @@ class WorkerPool:
         try:
             await w.start()
         except BaseException:
+            if w.schema and not self.schema:
+                self.schema = w.schema
             await self._reap(w)
             raise
         if not self.schema:

@@ -26,6 +26,10 @@ class Wrapper(WrapperBase):
 
     def wrapperInit(self, config):
         self.config_seen = dict(config)
+        time.sleep(float(os.environ.get("FAULTY_INIT_SLEEP", "0")))  # a slow model load
+        flag = os.environ.get("FAULTY_INIT_FAIL_WHILE")  # init fails while this file exists
+        if flag and os.path.exists(flag):
+            raise RuntimeError("model not there yet (%s exists)" % flag)
         return 0
 
     def wrapperOnceExec(self, params, reqData, usrTag="", persId=0):
