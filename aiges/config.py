@@ -56,6 +56,7 @@ class Settings:
     start_timeout: float = 60.0  # handshake (upstream's one-minute plugin start)
     init_timeout: float | None = 600.0  # wrapperInit + wrapperSchema (model loading); None = no limit
     restart_backoff_max: float = 10.0
+    liveness_interval: float | None = 5.0  # seconds between health pings of each worker; None = off
     exit_on_init_failure: bool = True
     grace: float = 30.0
     wrapper_error_status: int = 500
@@ -179,7 +180,7 @@ def _section(doc: Mapping[str, Any], name: str) -> Mapping[str, Any]:
 # [ws] is reported, as a likely typo.  Other sections are upstream platform plumbing.
 AIGES_KEYS = frozenset({
     "wrapperDir", "wrapperModule", "workers", "workerThreads", "maxInflight", "deadline", "maxBodyMB",
-    "startTimeout", "initTimeout", "restartBackoffMax", "exitOnInitFailure", "grace", "wrapperErrorStatus",
+    "startTimeout", "initTimeout", "restartBackoffMax", "livenessInterval", "exitOnInitFailure", "grace", "wrapperErrorStatus",
     "headerPass", "pythonPluginCmd",
     # upstream's
     "gesMock", "sessMode", "numaNode", "realTimeRlt", "usrCfg", "sub", "asyncMode", "sessDelGt", "httpRetry",
@@ -290,6 +291,8 @@ def parse(text: str, path: str = "aiges.toml", svc_name: str = "svcName",
         start_timeout=_get(aiges, "aiges", "startTimeout", 60.0, _float, "a positive number of seconds"),
         init_timeout=init_timeout or None,
         restart_backoff_max=_get(aiges, "aiges", "restartBackoffMax", 10.0, _float, "a positive number of seconds"),
+        liveness_interval=_get(aiges, "aiges", "livenessInterval", 5.0, _nonneg_float,
+                               "a number of seconds (0 = off)") or None,
         exit_on_init_failure=_get(aiges, "aiges", "exitOnInitFailure", True, _bool, "true or false"),
         grace=_get(aiges, "aiges", "grace", 30.0, _float, "a positive number of seconds"),
         wrapper_error_status=status,

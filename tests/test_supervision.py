@@ -225,3 +225,21 @@ def test_several_workers_share_load(tmp_path: Path, workers: int) -> None:
         assert all(r[0] == 200 for r in results)
     finally:
         loader.stop()
+
+
+def test_frozen_worker_is_detected_and_restarted(tmp_path: Path) -> None:
+    """A worker that stops answering (SIGSTOP here; a deadlocked loop in life) is killed after 3
+    missed health checks and restarted; requests work again."""
+    loader = start_loader(tmp_path, WRAPPERS / "faulty", aiges="livenessInterval = 0.3")
+    try:
+        [plugin] = loader.plugin_pids()
+        os.kill(plugin, signal.SIGSTOP)
+        assert wait_until(lambda: loader.plugin_pids() not in ([plugin], []), 10), "frozen worker not replaced"
+        assert wait_until(lambda: loader.get("/ready")[0] == 200, 20)
+        assert loader.post("/v1/svcName", body())[0] == 200
+    finally:
+        try:
+            os.kill(plugin, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        loader.stop()

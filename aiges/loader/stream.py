@@ -172,7 +172,8 @@ class Session:
         except ValueError as e:
             raise errors.BadRequest(f"parse request json error: {e}", errors.WS_BAD_JSON) from None
         parsed = envelope.parse(doc, self.app[SERVICES], self.settings.header_pass, require_payload=False)
-        self.app[VALIDATOR].check(parsed.params, parsed.raw_params, parsed.items, later_frame=self.link is not None)
+        self.app[VALIDATOR].check(parsed.params, parsed.raw_params, parsed.items, later_frame=self.link is not None,
+                                  expect=parsed.expect)
         self.app[METRICS].frames.inc()
         if self.link is None:
             self.expect = parsed.expect

@@ -20,6 +20,7 @@ import time
 from typing import Any
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from aiges import errors
 from aiges._pb import aiges_inner_pb2 as pb
@@ -29,6 +30,7 @@ from aiges.config import Settings
 logger = logging.getLogger("aiges.workers")
 INLINE_MD = (("aiges-inline", "1"),)
 DESTROY_TIMEOUT = 60.0
+LIVENESS_MISSES = 3  # health checks a worker may miss in a row before it is killed and restarted
 CHANNEL_OPTIONS = [("grpc.max_receive_message_length", 256 * 1024 * 1024),
                    ("grpc.max_send_message_length", 256 * 1024 * 1024)]
 
@@ -191,6 +193,29 @@ class Worker:
         except asyncio.CancelledError:
             call.cancel()
             raise
+
+    async def watch_liveness(self) -> None:
+        """A worker that stops answering its health check (frozen, deadlocked event loop) is killed,
+        so the supervisor restarts it like a crashed one; otherwise it would hold every request
+        it gets until the deadline while /ready said 200.  Busy wrapper threads do not count:
+        the health service answers from the plugin's event loop."""
+        interval = self.settings.liveness_interval or 5.0
+        stub = health_pb2_grpc.HealthStub(self.channel)
+        misses = 0
+        while self.ready:
+            await asyncio.sleep(interval)
+            try:
+                await stub.Check(health_pb2.HealthCheckRequest(service="plugin"), timeout=interval)
+                misses = 0
+            except grpc.aio.AioRpcError as e:
+                misses += 1
+                logger.warning("plugin %s missed health check %d/%d (%s)", self.name, misses, LIVENESS_MISSES,
+                               e.code().name)
+            if misses >= LIVENESS_MISSES and self.proc is not None and self.proc.returncode is None:
+                logger.error("plugin %s (pid %d) stopped answering its health checks; killing it to restart",
+                             self.name, self.pid)
+                self.proc.kill()
+                return
 
     def fail_inflight(self, reason: str) -> None:
         err = errors.WorkerUnavailable(reason)
@@ -362,7 +387,12 @@ class WorkerPool:
         while not self.closing:
             if w.ready and w.proc is not None:
                 up_since = time.monotonic()
-                rc = await w.proc.wait()
+                watchdog = asyncio.create_task(w.watch_liveness()) if self.settings.liveness_interval else None
+                try:
+                    rc = await w.proc.wait()
+                finally:
+                    if watchdog is not None:
+                        watchdog.cancel()
                 if self.closing or w.state in ("stopping", "stopped"):
                     return
                 w.state = "dead"
