@@ -100,7 +100,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     config_path = args.config or "aiges.toml"
     if not os.path.exists(config_path):
-        write_default_config(config_path)
+        try:
+            write_default_config(config_path)
+        except OSError as e:
+            sys.stderr.write(f"aiges: {config_path} does not exist and cannot be created ({e.strerror}); "
+                             "give -c an existing file, or a path in an existing directory\n")
+            return 2
         sys.stderr.write(f"{config_path} did not exist: wrote the default configuration\n")
     from aiges import config
     try:

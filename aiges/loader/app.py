@@ -61,7 +61,7 @@ def _http_error(exc: web.HTTPException, request: web.Request, settings: Settings
         return errors.MethodNotAllowed(f"method {request.method} is not allowed on {request.path}")
     if exc.status == 413:
         return errors.BodyTooLarge(f"request body is larger than the limit of "
-                                   f"{settings.max_body_size // (1024 * 1024)} MB ([aiges] maxBodyMB)")
+                                   f"{settings.max_body_size / (1024 * 1024):g} MB ([aiges] maxBodyMB)")
     return errors.AigesError(exc.reason or str(exc), errors.INTERNAL)
 
 

@@ -52,6 +52,23 @@ class NumberLiteral(float):
         return obj
 
 
+def json_type(v: Any) -> str:
+    """A Python value's JSON type name, for messages a client reads (never "dict" or "NoneType")."""
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "boolean"
+    if isinstance(v, (int, float)):
+        return "number"
+    if isinstance(v, str):
+        return "string"
+    if isinstance(v, dict):
+        return "object"
+    if isinstance(v, (list, tuple)):
+        return "array"
+    return type(v).__name__
+
+
 def scalar_text(v: Any) -> str:
     """A JSON scalar the way a person writes it: 3, 0.5, 1e5, true, text."""
     if isinstance(v, str):
@@ -85,7 +102,7 @@ def load_json(body: bytes) -> dict[str, Any]:
         doc = json.loads(body, parse_float=NumberLiteral)
     if not isinstance(doc, dict):
         raise errors.BadRequest(f"request body must be a JSON object with header/parameter/payload, "
-                                f"got a JSON {type(doc).__name__}", errors.INVALID_DATA)
+                                f"got a JSON {json_type(doc)}", errors.INVALID_DATA)
     return doc
 
 
@@ -112,7 +129,7 @@ def _section(doc: dict[str, Any], name: str) -> dict[str, Any]:
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise errors.BadRequest(f"'{name}' must be a JSON object, got {type(value).__name__}", errors.INVALID_DATA)
+        raise errors.BadRequest(f"'{name}' must be a JSON object, got a JSON {json_type(value)}", errors.INVALID_DATA)
     return value
 
 
@@ -127,7 +144,7 @@ def _expect(path: str, obj: dict[str, Any]) -> Expect:
         elif k in EXPECT_ATTRS:
             if not isinstance(v, str):
                 raise errors.BadRequest(f"{path}.{k}: expected a string, got {scalar_text(v)!r} "
-                                        f"({type(v).__name__})", errors.INVALID_PARAM)
+                                        f"(a JSON {json_type(v)})", errors.INVALID_PARAM)
             exp.attrs[k] = v
     return exp
 
@@ -135,7 +152,7 @@ def _expect(path: str, obj: dict[str, Any]) -> Expect:
 def parse_payload_item(path: str, key: str, obj: Any) -> pb.RequestData:
     if not isinstance(obj, dict):
         raise errors.BadRequest(f"{path}: expected an object like {{\"text\": \"<base64>\", \"status\": 3}}, "
-                                f"got {type(obj).__name__}", errors.INVALID_DATA)
+                                f"got a JSON {json_type(obj)}", errors.INVALID_DATA)
     data_field = None
     for name in DATA_FIELDS:
         if name in obj:
@@ -157,7 +174,7 @@ def parse_payload_item(path: str, key: str, obj: Any) -> pb.RequestData:
         data = orjson.dumps(value)
     else:
         raise errors.BadRequest(f"{path}.{data_field}: expected a base64 string (or a JSON object/array), "
-                                f"got {type(value).__name__}", errors.CONVERT_FAILED)
+                                f"got a JSON {json_type(value)}", errors.CONVERT_FAILED)
     status = obj.get("status", 3)
     try:
         status_i = int(status) if not isinstance(status, bool) else -1
@@ -197,7 +214,7 @@ def parse(doc: dict[str, Any], services: tuple[str, ...], header_pass: tuple[str
             continue
         if not isinstance(section, dict):
             raise errors.BadRequest(f"parameter.{svc}: expected an object of parameters, got "
-                                    f"{type(section).__name__}", errors.INVALID_DATA)
+                                    f"a JSON {json_type(section)}", errors.INVALID_DATA)
         for k, v in section.items():
             if isinstance(v, dict):
                 expect[k] = _expect(f"parameter.{svc}.{k}", v)

@@ -70,7 +70,7 @@ class SessionSocket(web.WebSocketResponse):
 
     async def close(self, *, code: int = WSCloseCode.OK, message: bytes = b"", drain: bool = True) -> bool:
         if code == WSCloseCode.MESSAGE_TOO_BIG and not self.closed:
-            err = errors.BodyTooLarge(f"frame larger than the limit of {self._max_msg_size // (1024 * 1024)} MB "
+            err = errors.BodyTooLarge(f"frame larger than the limit of {self._max_msg_size / (1024 * 1024):g} MB "
                                       "([aiges] maxBodyMB); send smaller frames")
             try:
                 await self.send_str(_error_frame(self.sid, err))
@@ -168,7 +168,7 @@ class Session:
         try:
             doc = orjson.loads(data)
             if not isinstance(doc, dict):
-                raise ValueError(f"a frame must be a JSON object, got {type(doc).__name__}")
+                raise ValueError(f"a frame must be a JSON object, got a JSON {envelope.json_type(doc)}")
         except ValueError as e:
             raise errors.BadRequest(f"parse request json error: {e}", errors.WS_BAD_JSON) from None
         parsed = envelope.parse(doc, self.app[SERVICES], self.settings.header_pass, require_payload=False)

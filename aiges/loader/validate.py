@@ -33,7 +33,7 @@ from typing import Any
 
 from aiges import errors
 from aiges._pb import aiges_inner_pb2 as pb
-from aiges.loader.envelope import TYPE_NAMES, NumberLiteral
+from aiges.loader.envelope import TYPE_NAMES, NumberLiteral, json_type
 
 # spellings clients use for the same encoding (compared after _norm)
 ALIASES = {"jpeg": "jpg", "pcm": "raw", "mp3": "lame"}
@@ -79,23 +79,6 @@ def _norm(encoding: str) -> str:
 
 def _a(type_name: str) -> str:
     return ("an " if type_name[:1] in "aeiou" else "a ") + type_name
-
-
-def json_type(v: Any) -> str:
-    """A Python value's JSON type name, for messages a client reads (never "dict" or "NoneType")."""
-    if v is None:
-        return "null"
-    if isinstance(v, bool):
-        return "boolean"
-    if isinstance(v, (int, float)):
-        return "number"
-    if isinstance(v, str):
-        return "string"
-    if isinstance(v, dict):
-        return "object"
-    if isinstance(v, (list, tuple)):
-        return "array"
-    return type(v).__name__
 
 
 def _exact(value: Any) -> decimal.Decimal | None:

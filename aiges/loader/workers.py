@@ -122,7 +122,10 @@ class Worker:
         if len(parts) != 5 or parts[0] != "1" or parts[4] != "grpc":
             await asyncio.sleep(0.2)  # let stderr explain what happened
             tail = " | ".join(self._stderr_tail[-3:])
-            raise WorkerStartError(f"plugin {self.name} gave no valid handshake (got {text!r}) {tail}".strip())
+            rc = self.proc.returncode
+            got = f"exited with code {rc} before its handshake" if rc is not None and not text else \
+                f"gave no valid handshake (got {text!r})"
+            raise WorkerStartError(f"plugin {self.name} {got} {tail}".strip())
         self._tasks.append(asyncio.create_task(self._drain(self.proc.stdout, "stdout")))
         address = f"unix:{parts[3]}" if parts[2] == "unix" else parts[3]
         self.channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)

@@ -322,6 +322,8 @@ def bind(server: grpc.aio.Server, env: dict[str, str]) -> tuple[str, str]:
         return "unix", sock
     lo, hi = env.get("PLUGIN_MIN_PORT"), env.get("PLUGIN_MAX_PORT")
     if lo and hi:
+        if not (lo.isdigit() and hi.isdigit() and 0 < int(lo) <= int(hi) <= 65535):
+            raise SystemExit(f"aiges.serve: PLUGIN_MIN_PORT..PLUGIN_MAX_PORT = {lo!r}..{hi!r} is not a port range")
         ports = list(range(int(lo), int(hi) + 1))
         random.shuffle(ports)
         for port in ports[:200]:
