@@ -4,7 +4,7 @@ What it does, in one run (everything on 127.0.0.1, every loop bounded in time an
 process it starts stopped by PID at the end, a hard time limit over the whole run):
 
 * once mode: starts a loader on a free port serving ``tests/wrappers/echo`` and the ceiling
-  prototype of ``/work/shared/bench/ceiling`` (its ``t_pb2`` generated into a temp dir), then
+  prototype of ``../shared/bench/ceiling`` (its ``t_pb2`` generated into a temp dir), then
   measures c=1 and c=32 load, the c=32 runs alternating ours / ceiling (A B A B ...) and quoting
   the median of the per-pair ratios.  Load comes from ``wrk`` when it is installed (a C load
   generator: it leaves the CPU to the servers on a 2-core box), else from an aiohttp client.
@@ -49,7 +49,8 @@ sys.path.insert(0, str(ROOT))
 
 from aiges.client import ClientError, HttpClient, StreamSession  # noqa: E402
 
-CEILING = Path(os.environ.get("AIGES_CEILING_DIR", "/work/shared/bench/ceiling"))
+# the ceiling prototype lives in shared/ beside the project's checkout (as CI lays it out)
+CEILING = Path(os.environ.get("AIGES_CEILING_DIR", str(ROOT.parent / "shared" / "bench" / "ceiling")))
 HOST = "127.0.0.1"
 SERVING = re.compile(r"serving \S+ on (http://127\.0\.0\.1:(\d+))")
 TEXT = b"hello aiges bench: a short text payload"
@@ -177,7 +178,7 @@ def start_loader(procs: Procs, tmp: Path, name: str, wrapper_dir: Path, override
 
 
 def start_ceiling(procs: Procs, tmp: Path, timeout: float = 30) -> Server:
-    """The prototype of /work/shared/bench (read-only): generate t_pb2 into tmp, start both halves."""
+    """The prototype of ../shared/bench (read-only): generate t_pb2 into tmp, start both halves."""
     gen = tmp / "ceiling"
     gen.mkdir()
     subprocess.run([sys.executable, "-m", "grpc_tools.protoc", f"-I{CEILING}", f"--python_out={gen}",
