@@ -119,14 +119,10 @@ def create(args: argparse.Namespace) -> int:
                          "(it becomes the serviceId, the route /v1/private/NAME and parameter.NAME)\n")
         return 2
     dest = Path(args.path) / name
-    if dest.exists() and not dest.is_dir():
-        sys.stderr.write(f"aiges create: {dest} exists and is not a directory\n")
-        return 1
-    if dest.is_dir() and any(dest.iterdir()) and not args.force:
-        sys.stderr.write(f"aiges create: {dest} already exists and is not empty; nothing written. Use --force to "
-                         "overwrite its template files (other files are kept), or pick another -n/-p\n")
-        return 1
-    dest.mkdir(parents=True, exist_ok=True)
+    refused = _refuse_existing(dest, "aiges create", args.force, "Use --force to overwrite its template files "
+                               "(other files are kept), or pick another -n/-p")
+    if refused:
+        return refused
     values = {"name": name, "version": __version__, "path": str(dest.resolve()),
               "date": datetime.date.today().isoformat(), "engine": shlex.quote(engine_source())}
     written = _copy_tree(_source("aiges.wrapper_template", "wrapper_template"), dest, values)
@@ -262,18 +258,27 @@ def config_cmd(args: argparse.Namespace) -> int:
     return 0
 
 
+def _refuse_existing(dest: Path, cmd: str, force: bool, hint: str) -> int:
+    """1 (and a message) when ``dest`` is a file or a non-empty directory and not ``force``; else
+    create it and return 0."""
+    if dest.exists() and not dest.is_dir():
+        sys.stderr.write(f"{cmd}: {dest} exists and is not a directory\n")
+        return 1
+    if dest.is_dir() and any(dest.iterdir()) and not force:
+        sys.stderr.write(f"{cmd}: {dest} already exists and is not empty; nothing written. {hint}\n")
+        return 1
+    dest.mkdir(parents=True, exist_ok=True)
+    return 0
+
+
 # ---------------------------------------------------------------- -mnist
 def mnist(args: argparse.Namespace) -> int:
     dest = Path(args.path)
-    if dest.exists() and not dest.is_dir():
-        sys.stderr.write(f"aiges -mnist: {dest} exists and is not a directory\n")
-        return 1
-    if dest.is_dir() and any(dest.iterdir()) and not args.force:
-        # as create: a second -mnist must not silently undo edits and retrain over the user's model
-        sys.stderr.write(f"aiges -mnist: {dest} already exists and is not empty; nothing written. Use "
-                         "`aiges -mnist --force` to overwrite its demo files and retrain (other files are kept)\n")
-        return 1
-    dest.mkdir(parents=True, exist_ok=True)
+    # as create: a second -mnist must not silently undo edits and retrain over the user's model
+    refused = _refuse_existing(dest, "aiges -mnist", args.force, "Use `aiges -mnist --force` to overwrite its "
+                               "demo files and retrain (other files are kept)")
+    if refused:
+        return refused
     values = {"name": "mnist", "version": __version__, "path": str(dest.resolve()),
               "date": datetime.date.today().isoformat()}
     written = _copy_tree(_source("aiges.mnist_demo", os.path.join("examples", "mnist")), dest, values)

@@ -53,15 +53,19 @@ def results(msgs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [m for m in msgs if "payload" in m]
 
 
-@pytest.fixture(scope="module")
-def streamcb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loader]:
-    d = tmp_path_factory.mktemp("streamcb")
+def logging_destroys(factory: pytest.TempPathFactory, wrapper: str, ws: str) -> Iterator[Loader]:
+    """A module's loader whose wrapper appends each destroyed handle to extra["destroy_log"]."""
+    d = factory.mktemp(wrapper)
     log = d / "destroy.log"
-    loader = start_loader(d, WRAPPERS / "stream_callback", ws="readTimeout = 1\nsessionTimeout = 3",
-                          env={"STREAM_DESTROY_LOG": str(log)})
+    loader = start_loader(d, WRAPPERS / wrapper, ws=ws, env={"STREAM_DESTROY_LOG": str(log)})
     loader.extra["destroy_log"] = log
     yield loader
     loader.stop()
+
+
+@pytest.fixture(scope="module")
+def streamcb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loader]:
+    yield from logging_destroys(tmp_path_factory, "stream_callback", "readTimeout = 1\nsessionTimeout = 3")
 
 
 def destroyed(loader: Loader) -> list[str]:
@@ -286,13 +290,7 @@ def test_binary_frame_gets_error_frame(streamcb: Loader) -> None:
 
 @pytest.fixture(scope="module")
 def streamread(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loader]:
-    d = tmp_path_factory.mktemp("streamread")
-    log = d / "destroy.log"
-    loader = start_loader(d, WRAPPERS / "stream_read", ws="readTimeout = 1\nsessionTimeout = 5",
-                          env={"STREAM_DESTROY_LOG": str(log)})
-    loader.extra["destroy_log"] = log
-    yield loader
-    loader.stop()
+    yield from logging_destroys(tmp_path_factory, "stream_read", "readTimeout = 1\nsessionTimeout = 5")
 
 
 def test_read_results_are_pushed_without_waiting_for_the_next_frame(streamread: Loader) -> None:

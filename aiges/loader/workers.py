@@ -281,7 +281,19 @@ class Worker:
         except asyncio.CancelledError:
             raise self._cancelled() from None
         except grpc.aio.AioRpcError as e:
-            raise self._rpc_error(e, "wrapperWriteStream", timeout) from None
+            raise await self._stream_error(e, timeout) from None
+
+    async def _stream_error(self, e: grpc.aio.AioRpcError, timeout: float) -> errors.AigesError:
+        """A broken stream is often the first sign of a dead worker, before its exit is reaped:
+        wait a moment for the exit, so the session hears "worker died" (503), not a bare INTERNAL."""
+        if e.code() in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN) and self.proc is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self.proc.wait()), 0.5)
+            except asyncio.TimeoutError:
+                pass
+            else:
+                return errors.WorkerUnavailable(f"plugin worker {self.name} died during the session", retry_after=1)
+        return self._rpc_error(e, "wrapperWriteStream", timeout)
 
     async def _watch_writes(self, link: SessionLink, writer: Any, timeout: float) -> None:
         try:
@@ -290,7 +302,7 @@ class Worker:
         except grpc.aio.AioRpcError as e:
             # CANCELLED: the session closed its stream, or fail_inflight already told it the worker died
             if e.code() != grpc.StatusCode.CANCELLED:
-                link.results.put_nowait(self._rpc_error(e, "wrapperWriteStream", timeout))
+                link.results.put_nowait(await self._stream_error(e, timeout))
 
     def close_writer(self, link: SessionLink) -> None:
         if link.writer is not None:
