@@ -73,8 +73,8 @@ def test_demo_passes_with_once_and_session() -> None:
     assert lines[-1].startswith("10 passed, 0 failed")
 
 
-def test_upstream_wrapper_passes_unchanged() -> None:
-    p = check(WRAPPERS / "image_stats")
+def test_upstream_wrapper_passes_unchanged(tmp_path: Path) -> None:
+    p = check(WRAPPERS / "image_stats", cwd=tmp_path)  # its logs/ go to the temp dir, not the checkout
     assert p.returncode == 0, p.stdout + p.stderr
     assert "PASS  session" in p.stdout
 
@@ -195,9 +195,11 @@ def test_nothing_to_check(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("wrapper_dir", [ROOT / "examples" / "demo", WRAPPERS / "image_stats"])
-def test_wrapper_run_as_upstream(wrapper_dir: Path) -> None:
-    """`python wrapper.py` → Wrapper().run(): init, once with the test values, check_resp."""
-    p = run([str(wrapper_dir / "wrapper.py")], wrapper_dir)
+def test_wrapper_run_as_upstream(wrapper_dir: Path, tmp_path: Path) -> None:
+    """`python wrapper.py` → Wrapper().run(): init, once with the test values, check_resp (in a
+    copy, as its logs/ are written next to it)."""
+    copy = shutil.copytree(wrapper_dir, tmp_path / wrapper_dir.name, ignore=shutil.ignore_patterns("logs"))
+    p = run([str(copy / "wrapper.py")], copy)
     assert p.returncode == 0, p.stderr
 
 

@@ -94,8 +94,9 @@ def test_upstream_file_serves_with_pythonpath(tmp_path: Path) -> None:
     (tmp_path / "aiges.toml").write_text(UPSTREAM.read_text().replace("0.0.0.0:1888", "127.0.0.1:0"))
     env = dict(os.environ, PYTHONPATH=f"{ROOT}{os.pathsep}{WRAPPERS / 'image_stats'}", AIGES_PLUGIN_MODE="python")
     out = tmp_path / "out"
-    proc = subprocess.Popen([sys.executable, "-m", "aiges", "-m", "0", "-c", "aiges.toml", "-s", "svcName"],
-                            cwd=tmp_path, env=env, stdout=out.open("wb"), stderr=subprocess.DEVNULL)
+    with out.open("wb") as out_f:
+        proc = subprocess.Popen([sys.executable, "-m", "aiges", "-m", "0", "-c", "aiges.toml", "-s", "svcName"],
+                                cwd=tmp_path, env=env, stdout=out_f, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 30
         m = None

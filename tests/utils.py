@@ -141,8 +141,9 @@ def start_loader(workdir: Path, wrapper_dir: Path, aiges: str = "", wrapper: str
     out, err = workdir / "loader.out", workdir / "loader.err"
     full_env = dict(os.environ, **(env or {}))
     full_env["PYTHONPATH"] = str(ROOT) + os.pathsep + full_env.get("PYTHONPATH", "")
-    proc = subprocess.Popen([sys.executable, "-m", "aiges", "-m", "0", "-c", str(cfg), "-s", "svcName"],
-                            cwd=workdir, stdout=out.open("wb"), stderr=err.open("wb"), env=full_env)
+    with out.open("wb") as out_f, err.open("wb") as err_f:  # the child keeps its own copies
+        proc = subprocess.Popen([sys.executable, "-m", "aiges", "-m", "0", "-c", str(cfg), "-s", "svcName"],
+                                cwd=workdir, stdout=out_f, stderr=err_f, env=full_env)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         m = SERVING.search(out.read_text(errors="replace"))
