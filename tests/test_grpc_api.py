@@ -32,6 +32,12 @@ def test_stream_session(demo: Loader) -> None:
     assert results[-1].status == 2
 
 
+def test_stream_half_closed_before_its_last_frame_ends_at_once(demo: Loader) -> None:
+    with GrpcClient(demo.grpc, service="demo") as c, pytest.raises(ClientError) as e:
+        list(c.stream([({"text": "ab"}, 0)]))  # no status-2 frame, then the client half-closes
+    assert e.value.code == 10009 and "before the last frame" in e.value.message
+
+
 def test_stream_error_frame(tmp_path: Path) -> None:
     loader = start_loader(tmp_path, WRAPPERS / "stream_callback")
     try:

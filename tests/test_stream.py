@@ -102,11 +102,13 @@ def test_frames_in_order_results_pushed_typed_and_closed(streamcb: Loader) -> No
 
 def test_later_frame_params_are_passed_on_and_sid_given(streamcb: Loader) -> None:
     frames = [frame("streamcb", "text", b"a", 0, params={"ctrl": "sync"}),
-              json.dumps({"parameter": {"streamcb": {"ctrl": "sync", "late": 5}},
-                          "payload": {"text": {"text": base64.b64encode(b"b").decode(), "status": 2}}})]
+              json.dumps({"parameter": {"streamcb": {"ctrl": "sync", "late": 5, "big": 0.5}},
+                          "payload": {"text": {"text": base64.b64encode(b"b").decode(), "status": 2}}}
+                         ).replace('"big": 0.5', '"big": 1e5')]  # JSON as a person writes it
     msgs = asyncio.run(session(streamcb.url + "/v1/private/streamcb", frames))
     infos = [json.loads(base64.b64decode(m["payload"]["result"]["text"])) for m in results(msgs)]
     assert infos[1]["frame_params"]["late"] == "5" and infos[1]["frame_params"]["ctrl"] == "sync"
+    assert infos[1]["frame_params"]["big"] == "1e5"  # numbers keep their spelling in frames too
     assert infos[0]["sid"] == msgs[0]["header"]["sid"]
 
 
@@ -446,5 +448,59 @@ def test_sigterm_lets_open_sessions_finish(tmp_path: Path) -> None:
         assert fin[-1]["header"]["code"] == 0 and fin[-1]["header"]["status"] == 2
         assert stuck[-1]["header"]["code"] == 12504 and "grace" in stuck[-1]["header"]["message"]
         assert loader.proc.wait(15) == 0
+    finally:
+        loader.stop()
+
+
+def test_a_frame_the_wrapper_does_not_take_is_bounded_by_the_session_timeout(streamcb: Loader) -> None:
+    """wrapperWrite hangs (10 s) while the client keeps sending large frames: once the plugin stops
+    taking them (flow control), the session still ends at [ws] sessionTimeout (3 s) with 10114."""
+    async def go() -> tuple[float, list[dict[str, Any]]]:
+        out: list[dict[str, Any]] = []
+        t = time.monotonic()
+        async with aiohttp.ClientSession() as s:
+            async with s.ws_connect(streamcb.url.replace("http", "ws") + "/v1/svcName") as ws:
+                await ws.send_str(frame("streamcb", "text", b"a", 0))
+                await ws.send_str(frame(None, "text", b"sleep:10", 1))
+
+                async def flood() -> None:
+                    try:
+                        for _ in range(40):
+                            await ws.send_str(frame(None, "text", b"x" * 300_000, 1))
+                            await asyncio.sleep(0.05)
+                    except (ConnectionError, RuntimeError):
+                        pass
+                sender = asyncio.create_task(flood())
+                async for msg in ws:
+                    if msg.type == aiohttp.WSMsgType.TEXT:
+                        out.append(json.loads(msg.data))
+                sender.cancel()
+        return time.monotonic() - t, out
+    elapsed, msgs = asyncio.run(go())
+    assert msgs[-1]["header"]["code"] == 10114 and "sessionTimeout" in msgs[-1]["header"]["message"]
+    assert elapsed < 6
+
+
+def test_sigterm_answers_a_once_request_that_outlives_the_grace(tmp_path: Path) -> None:
+    """A once request still running when the grace period ends gets a 503 envelope (12504), not a
+    dropped connection; the loader exits 0 soon after."""
+    loader = start_loader(tmp_path, WRAPPERS / "faulty", aiges="grace = 1")
+    got: dict[str, Any] = {}
+
+    def call() -> None:
+        got["r"] = loader.post("/v1/svcName", {"parameter": {"faulty": {"sleep": 10}},
+                                               "payload": {"text": {"text": "aGk=", "status": 3}}})
+    import threading
+    th = threading.Thread(target=call)
+    th.start()
+    time.sleep(0.5)
+    t = time.monotonic()
+    loader.proc.send_signal(signal.SIGTERM)
+    th.join(15)
+    try:
+        status, _, resp = got["r"]
+        assert status == 503 and resp["header"]["code"] == 12504 and "grace" in resp["header"]["message"]
+        assert loader.proc.wait(15) == 0
+        assert time.monotonic() - t < 7
     finally:
         loader.stop()

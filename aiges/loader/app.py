@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import WSMsgType, web
+from aiohttp.http_exceptions import BadHttpMessage
 from aiohttp.web_protocol import RequestPayloadError
 
 from aiges import errors
@@ -61,7 +62,7 @@ def _http_error(exc: web.HTTPException, request: web.Request, settings: Settings
         return errors.MethodNotAllowed(f"method {request.method} is not allowed on {request.path}")
     if exc.status == 413:
         return errors.BodyTooLarge(f"request body is larger than the limit of "
-                                   f"{settings.max_body_size / (1024 * 1024):g} MB ([aiges] maxBodyMB)")
+                                   f"{settings.max_body_size / (1024 * 1024):.3g} MB ([aiges] maxBodyMB)")
     return errors.AigesError(exc.reason or str(exc), errors.INTERNAL)
 
 
@@ -85,7 +86,7 @@ async def envelope_errors(request: web.Request, handler: Handler) -> web.StreamR
         if e.status < 400:
             raise
         err = _http_error(e, request, settings)
-    except RequestPayloadError as e:  # e.g. Content-Encoding: gzip with a body that is not gzip
+    except (RequestPayloadError, BadHttpMessage) as e:  # a body that is not gzip, a broken multipart part
         err = errors.BadRequest(f"the request body could not be read: {e}; check Content-Encoding",
                                 errors.INVALID_DATA)
     except (ConnectionResetError, OSError) as e:  # client went away mid-body

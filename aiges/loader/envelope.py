@@ -88,18 +88,24 @@ def scalar_text(v: Any) -> str:
     return orjson.dumps(v).decode()
 
 
+def loads(body: bytes | str) -> Any:
+    """JSON → Python with orjson; raises ValueError.  orjson reads numbers as float64 (1e5 ->
+    100000.0, 20+ digits rounded); only parameters and header values reach the wrapper as text,
+    so only when they hold a float is the body re-read keeping their spelling (NumberLiteral)."""
+    doc = orjson.loads(body)
+    if isinstance(doc, dict) and (_has_float(doc.get("parameter")) or _has_float(doc.get("header"))):
+        doc = json.loads(body, parse_float=NumberLiteral)
+    return doc
+
+
 def load_json(body: bytes) -> dict[str, Any]:
     if not body:
         raise errors.BadRequest("request body is empty; send the JSON envelope {\"header\":..,\"parameter\":..,"
                                 "\"payload\":..}", errors.JSON_INVALID)
     try:
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError as e:
+        doc = loads(body)
+    except ValueError as e:
         raise errors.BadRequest(f"request body is not valid JSON: {e}", errors.JSON_INVALID) from None
-    if isinstance(doc, dict) and (_has_float(doc.get("parameter")) or _has_float(doc.get("header"))):
-        # orjson reads numbers as float64 (1e5 -> 100000.0, 20+ digits rounded); only parameters
-        # and header values reach the wrapper as text, so only then re-read keeping their spelling
-        doc = json.loads(body, parse_float=NumberLiteral)
     if not isinstance(doc, dict):
         raise errors.BadRequest(f"request body must be a JSON object with header/parameter/payload, "
                                 f"got a JSON {json_type(doc)}", errors.INVALID_DATA)

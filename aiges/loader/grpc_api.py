@@ -21,17 +21,18 @@ from aiges.loader import auth
 from aiges.loader.metrics import Metrics
 from aiges.loader.once import execute_once, new_sid
 from aiges.loader.state import METRICS, SESSIONS, SETTINGS
-from aiges.loader.stream import Session
+from aiges.loader.stream import InputClosed, Session
 
 logger = logging.getLogger("aiges.grpc")
 _END = None
+_HALF_CLOSED = object()  # in the inbox: the client sends nothing more (but listens)
 
 
 class GrpcChannel:
     """A session's frames from a gRPC request stream; answers go to ``out`` (None ends the reply)."""
 
     def __init__(self, requests: AsyncIterator[api.Envelope]) -> None:
-        self.inbox: asyncio.Queue[str | None] = asyncio.Queue()
+        self.inbox: asyncio.Queue[Any] = asyncio.Queue()
         self.out: asyncio.Queue[str | None] = asyncio.Queue()
         self._closed = False
         # a reader task, so a receive timeout never cancels a read in the middle of the request stream
@@ -39,13 +40,16 @@ class GrpcChannel:
 
     async def _read(self, requests: AsyncIterator[api.Envelope]) -> None:
         """Frames into ``inbox``.  The client closing its side of the stream (half-close) only means
-        "no more frames": the session goes on until its final result or a timeout.  A broken or
-        cancelled call means the client is gone (``_END``)."""
+        "no more frames": after its last frame the session goes on until its final result (before
+        it, the session ends with an error at once).  A broken or cancelled call means the client
+        is gone (``_END``)."""
         try:
             async for env in requests:
                 self.inbox.put_nowait(env.json)
         except (grpc.aio.AioRpcError, asyncio.CancelledError):
             self.gone()
+        else:
+            self.inbox.put_nowait(_HALF_CLOSED)
 
     def gone(self) -> None:
         self.inbox.put_nowait(_END)
@@ -58,7 +62,12 @@ class GrpcChannel:
         self.out.put_nowait(text)
 
     async def receive(self, timeout: float) -> str | None:
-        return await asyncio.wait_for(self.inbox.get(), timeout)
+        item = await asyncio.wait_for(self.inbox.get(), timeout)
+        if item is _HALF_CLOSED:
+            self.inbox.put_nowait(_HALF_CLOSED)  # asked again, the answer stays the same
+            raise InputClosed
+        text: str | None = item
+        return text
 
     async def close(self) -> None:
         if not self._closed:

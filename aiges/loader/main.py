@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import sys
+import time
 
 from aiohttp import web
 
@@ -53,8 +54,10 @@ async def serve(settings: Settings) -> int:
         logger.error("cannot start the wrapper: %s", e)
         return 1
     app = create_app(settings, pool, metrics, pool.schema)
+    # requests and sessions are drained before aiohttp's own shutdown (see the end of serve), so
+    # it only has to wait for handlers that are answering already
     runner = web.AppRunner(app, access_log_class=logs.AccessLogger, handle_signals=False,
-                           shutdown_timeout=settings.grace)
+                           shutdown_timeout=min(settings.grace, 3.0))
     await runner.setup()
     site = web.TCPSite(runner, settings.http_host, settings.http_port, backlog=2048)
     try:
@@ -85,19 +88,38 @@ async def serve(settings: Settings) -> int:
     # aiohttp's own shutdown (runner.cleanup) stops reading every connection at once, which would
     # cut a session off between two frames.  Then in-flight once requests drain in cleanup.
     await site.stop()
-    await drain_sessions(app, settings.grace)
-    stops = [runner.cleanup()] + ([grpc_server.stop(settings.grace)] if grpc_server is not None else [])
+    await asyncio.gather(drain_sessions(app, settings.grace), _drain_requests(pool, settings.grace))
+    if pool.inflight:
+        pool.abort_inflight(f"server shutting down: the request did not finish within the grace period of "
+                            f"{settings.grace:g}s ([aiges] grace)")
+    stops = [runner.cleanup()] + ([grpc_server.stop(1.0)] if grpc_server is not None else [])
     await asyncio.gather(*stops)
-    await pool.close()
+    # what the plugins still run after the grace is hung: a short stop (their wrapperFini runs at
+    # once when they are idle), so the whole shutdown stays near one grace period
+    await pool.close(grace=1.0)
     logs.flush()
     logger.info("stopped")
     return 0
 
 
+async def _drain_requests(pool: WorkerPool, grace: float) -> None:
+    end = time.monotonic() + grace
+    while pool.inflight and time.monotonic() < end:
+        await asyncio.sleep(0.05)
+
+
 def run(settings: Settings) -> int:
     logs.setup(settings)
+    runner = asyncio.run
     try:
         import uvloop
+        runner = uvloop.run
     except ImportError:
-        return asyncio.run(serve(settings))
-    return uvloop.run(serve(settings))
+        pass
+    try:
+        return runner(serve(settings))
+    finally:
+        # the loop's handlers are gone: a second SIGTERM/Ctrl-C while Python exits must not turn a
+        # clean shutdown into a kill
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -47,6 +47,10 @@ def _is_last(items: list[Any]) -> bool:
     return bool(items) and all(d.status in (2, 3) for d in items)
 
 
+class InputClosed(Exception):
+    """The client will send no more frames but still listens (a gRPC half-close)."""
+
+
 class Channel(Protocol):
     """Where a session's frames come from and its answers go: a WebSocket, or a gRPC stream."""
 
@@ -56,7 +60,8 @@ class Channel(Protocol):
     async def send(self, text: str) -> None: ...
 
     async def receive(self, timeout: float) -> str | None:
-        """The next text frame; None when the client has gone; asyncio.TimeoutError after timeout."""
+        """The next text frame; None when the client has gone; asyncio.TimeoutError after timeout;
+        InputClosed when the client sends no more but still listens."""
         ...
 
     async def close(self) -> None: ...
@@ -70,7 +75,7 @@ class SessionSocket(web.WebSocketResponse):
 
     async def close(self, *, code: int = WSCloseCode.OK, message: bytes = b"", drain: bool = True) -> bool:
         if code == WSCloseCode.MESSAGE_TOO_BIG and not self.closed:
-            err = errors.BodyTooLarge(f"frame larger than the limit of {self._max_msg_size / (1024 * 1024):g} MB "
+            err = errors.BodyTooLarge(f"frame larger than the limit of {self._max_msg_size / (1024 * 1024):.3g} MB "
                                       "([aiges] maxBodyMB); send smaller frames")
             try:
                 await self.send_str(_error_frame(self.sid, err))
@@ -166,7 +171,7 @@ class Session:
     # ---- client → wrapper
     async def handle_frame(self, data: str) -> None:
         try:
-            doc = orjson.loads(data)
+            doc = envelope.loads(data)
             if not isinstance(doc, dict):
                 raise ValueError(f"a frame must be a JSON object, got a JSON {envelope.json_type(doc)}")
         except ValueError as e:
@@ -182,7 +187,16 @@ class Session:
             self.pump_task = asyncio.create_task(self.pump())
             await self.send(_frame(self.sid, 0))
         if parsed.items:
-            await self.pool.write(self.link, parsed.items, parsed.params, self.settings.deadline)
+            # a frame the wrapper does not take (a hung wrapperWrite, HTTP/2 flow control full)
+            # must not hold the session past its timeout
+            left = self.started + self.settings.ws_session_timeout - time.monotonic()
+            try:
+                await asyncio.wait_for(self.pool.write(self.link, parsed.items, parsed.params, self.settings.deadline),
+                                       max(left, 0.001))
+            except asyncio.TimeoutError:
+                raise errors.SessionTimeout(
+                    f"session timeout: the wrapper did not take a frame within [ws] sessionTimeout = "
+                    f"{self.settings.ws_session_timeout:g}s") from None
             if _is_last(parsed.items):
                 self.input_done = True
 
@@ -204,6 +218,17 @@ class Session:
                     continue
                 await self.fail(errors.SessionTimeout(
                     f"read timeout: no frame for {read_timeout:g}s ([ws] readTimeout)"))
+                return
+            except InputClosed:  # a gRPC client half-closed its request stream
+                if not self.input_done:
+                    await self.fail(errors.BadRequest(
+                        "the client closed its request stream before the last frame (payload status 2)",
+                        errors.INVALID_DATA))
+                    return
+                try:
+                    await asyncio.wait_for(self.done.wait(), max(left, 0.001))
+                except asyncio.TimeoutError:
+                    continue  # the loop's top reports the session timeout
                 return
             except errors.AigesError as e:  # e.g. a binary frame
                 await self.fail(e)

@@ -35,6 +35,15 @@ CHANNEL_OPTIONS = [("grpc.max_receive_message_length", 256 * 1024 * 1024),
                    ("grpc.max_send_message_length", 256 * 1024 * 1024)]
 
 
+def _stopped(pid: int) -> bool:
+    """The process is stopped (SIGSTOP, a debugger): /proc/PID/stat state T or t."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in ("T", "t")
+    except (OSError, IndexError):
+        return False
+
+
 class WorkerStartError(Exception):
     """The plugin could not be started or initialised; the message says why, in one line."""
 
@@ -69,6 +78,7 @@ class Worker:
         self._tasks: list[asyncio.Task[Any]] = []  # output drains
         self._comm_task: asyncio.Task[Any] | None = None
         self._stderr_tail: list[str] = []
+        self.abort_reason = ""  # set at shutdown: why calls still running are cancelled
 
     @property
     def ready(self) -> bool:
@@ -88,6 +98,7 @@ class Worker:
             "AIGES_PLUGIN_SOCKET": sock,
             "AIGES_PLUGIN_THREADS": str(self.settings.worker_threads),
             "AIGES_PLUGIN_GRACE": str(self.settings.grace),
+            "AIGES_SESSION_TIMEOUT": str(self.settings.ws_session_timeout),
             "AIGES_WRAPPER_MODULE": self.settings.wrapper_module,
             "AIGES_LOG_DIR": os.path.abspath(self.settings.log_dir),
             "AIGES_PLUGIN_LOG_LEVEL": "DEBUG" if self.settings.log_level == "debug" else "INFO",
@@ -211,6 +222,11 @@ class Worker:
                 await stub.Check(health_pb2.HealthCheckRequest(service="plugin"), timeout=interval)
                 misses = 0
             except grpc.aio.AioRpcError as e:
+                if self.inflight and not _stopped(self.pid):
+                    # a wrapper call holding the GIL (a long regex, unpickling a model) also delays
+                    # the answer: a busy worker is not a dead one; its calls have their deadline
+                    misses = 0
+                    continue
                 misses += 1
                 logger.warning("plugin %s missed health check %d/%d (%s)", self.name, misses, LIVENESS_MISSES,
                                e.code().name)
@@ -247,6 +263,8 @@ class Worker:
 
     def _cancelled(self) -> BaseException:
         """A call cancelled because this worker died becomes 503; any other cancel stays one."""
+        if self.abort_reason:
+            return errors.WorkerUnavailable(self.abort_reason, errors.SHUTTING_DOWN)
         if self.state in ("dead", "stopped"):
             return errors.WorkerUnavailable(
                 f"plugin worker {self.name} died while handling the request; it is being restarted", retry_after=1)
@@ -429,6 +447,13 @@ class WorkerPool:
             except Exception as e:  # noqa: BLE001 - any failure is logged and retried with backoff
                 logger.error("restarting plugin worker %s failed: %s", w.name, e)
                 failures += 1
+
+    def abort_inflight(self, reason: str) -> None:
+        """Shutdown after the grace period: calls still running are answered now (503, 12504)."""
+        for w in self.workers:
+            w.abort_reason = reason
+            for call in list(w.inflight):
+                call.cancel()
 
     async def close(self, grace: float | None = None) -> None:
         self.closing = True

@@ -44,7 +44,8 @@ MAGIC_COOKIE_VALUE = "hello"
 _CLOSE = object()
 READ_POLL_MIN = 0.002  # wrapperRead back-off while a session has nothing to read (seconds) ...
 READ_POLL_MAX = 0.05  # ... up to upstream's poll interval
-READ_POLL_IDLE = 600.0  # a session with no write and no result for this long stops being polled
+READ_POLL_IDLE = 600.0  # a session with no write and no result for this long stops being polled, or
+# longer when the loader says its sessions may live longer (AIGES_SESSION_TIMEOUT)
 RESULT_BACKLOG = 10000  # undelivered results kept while no communicate stream is open
 
 
@@ -83,9 +84,9 @@ class ReadPoller:
                         return
                     delay, quiet_since = 0.0, time.monotonic()
                     continue
-                if time.monotonic() - quiet_since > READ_POLL_IDLE:
+                if time.monotonic() - quiet_since > sv.poll_idle:
                     logger.warning("session %s: no write and no result for %.0fs; stopped polling wrapperRead",
-                                   self.handle, READ_POLL_IDLE)
+                                   self.handle, sv.poll_idle)
                     return
                 delay = min(READ_POLL_MAX, max(READ_POLL_MIN, delay * 2))
                 try:
@@ -116,6 +117,7 @@ class WrapperServicer(pb_grpc.WrapperServiceServicer):
         self._gates: dict[str, asyncio.Lock] = {}
         self._readers: dict[str, ReadPoller] = {}
         self._background: set[asyncio.Task[Any]] = set()
+        self.poll_idle = READ_POLL_IDLE
         callback_mod.set_sink(self._callback_sink)
 
     # ---- helpers
@@ -229,19 +231,25 @@ class WrapperServicer(pb_grpc.WrapperServiceServicer):
     async def wrapperWrite(self, request: pb.WriteMessage, context: Any) -> pb.Ret:
         handle = request.handle
         ret: pb.Ret = await self._run_session(handle, self.host.write, request)
-        if ret.ret == 0 and self.host.polls_read:
+        # a poller only for a live session: a write that returns after its session's destroy (an
+        # upstream host does not wait) must not start one that would read for the handle's next owner
+        if ret.ret == 0 and self.host.polls_read and handle in self.session_tags:
             poller = self._readers.get(handle)
             if poller is None:
-                poller = self._readers[handle] = ReadPoller(self, handle, self.session_tags.get(handle, request.req.tag))
+                poller = self._readers[handle] = ReadPoller(self, handle, self.session_tags[handle])
             poller.wake()
         return ret
 
     async def wrapperWriteStream(self, request_iterator: Any, context: Any) -> AsyncIterator[pb.Ret]:
         """A session's frames in order.  Nothing is answered per frame: a failed frame's ``ret``
         goes to ``communicate`` under the session's tag, after the results of earlier frames."""
+        failed = False
         async for msg in request_iterator:
+            if failed:  # the session ends with that error: frames already on their way are dropped
+                continue
             ret = await self.wrapperWrite(msg, context)
             if ret.ret:
+                failed = True
                 tag = self.session_tags.get(msg.handle, msg.req.tag)
                 self._push(pb.Response(tag=tag, ret=ret.ret, msg=ret.msg))
         return
@@ -349,6 +357,7 @@ async def serve(env: dict[str, str]) -> int:
     health_servicer = health.aio.HealthServicer()
     host = WrapperHost(env.get("AIGES_WRAPPER_MODULE", "wrapper"), env.get("AIGES_WRAPPER_DIR") or None)
     servicer = WrapperServicer(host, executor, health_servicer)
+    servicer.poll_idle = max(READ_POLL_IDLE, float(env.get("AIGES_SESSION_TIMEOUT") or 0) + 60)
     stop = asyncio.Event()
     pb_grpc.add_WrapperServiceServicer_to_server(servicer, server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
