@@ -167,6 +167,30 @@ def test_wrapper_ready_later_gets_its_routes_params_and_validation(tmp_path: Pat
         assert loader.stop() == 0
 
 
+def test_wrapper_importable_only_later_gets_its_params_validation_and_docs(tmp_path: Path) -> None:
+    """exitOnInitFailure = false and a wrapper that cannot even be imported at start (no schema):
+    when a restart imports it, its parameter section, validation and OpenAPI apply on /v1/svcName."""
+    flag = tmp_path / "not-yet"
+    flag.write_text("")
+    loader = start_loader(tmp_path, WRAPPERS / "faulty", aiges="exitOnInitFailure = false\nrestartBackoffMax = 0.3",
+                          env={"FAULTY_IMPORT_FAIL_WHILE": str(flag)})
+    try:
+        assert loader.get("/ready")[0] == 503
+        flag.unlink()
+        assert wait_until(lambda: loader.get("/ready")[0] == 200, 20)
+        import json
+        status, _, resp = loader.post("/v1/svcName", body("params"))
+        assert status == 200, resp
+        assert json.loads(resp["payload"]["result"]["text"])["params"]["ctrl"] == "params"
+        status, _, resp = loader.post("/v1/svcName", body(sleep=1000))
+        assert status == 400 and "parameter.faulty.sleep" in resp["header"]["message"]
+        doc = loader.get("/openapi.json")[2]
+        assert "/v1/svcName" in doc["paths"] and "/v1/private/faulty" not in doc["paths"]  # not routed: restart
+        assert "restart" in (loader.log_dir / "app.log").read_text()
+    finally:
+        assert loader.stop() == 0
+
+
 def test_init_timeout_names_the_setting(tmp_path: Path) -> None:
     loader = start_loader(tmp_path, WRAPPERS / "faulty", aiges="initTimeout = 1",
                           env={"FAULTY_INIT_SLEEP": "3"}, expect_fail=True)

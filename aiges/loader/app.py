@@ -20,6 +20,7 @@ from aiges.config import Settings
 from aiges.loader import auth, envelope
 from aiges.loader.metrics import Metrics
 from aiges.loader.once import handle_once, new_sid
+from aiges.loader.openapi import forget as forget_openapi
 from aiges.loader.openapi import openapi_json, swagger
 from aiges.loader.rest import handle_infer, rest_error_body
 from aiges.loader.state import METRICS, POOL, SCHEMA, SERVICES, SESSIONS, SETTINGS, VALIDATOR
@@ -157,14 +158,36 @@ ROUTE_KINDS: dict[Any, str] = {handle_once: "once", handle_stream: "stream", han
                                swagger: "swagger"}
 
 
+def _service_id(schema: dict[str, Any], settings: Settings) -> str:
+    return str((schema.get("meta") or {}).get("serviceId") or settings.svc_name)
+
+
+def refresh_service(app: web.Application, schema: dict[str, Any]) -> None:
+    """The wrapper's schema arrived after start (it could not even be imported then, and
+    exitOnInitFailure = false): its parameter section, validation and OpenAPI apply from now on.
+    The route table is fixed once serving, so a route of its own needs a restart."""
+    settings = app[SETTINGS]
+    service_id = _service_id(schema, settings)
+    app[SCHEMA].clear()
+    app[SCHEMA].update(schema)
+    app[SERVICES][:] = list(dict.fromkeys([service_id, settings.svc_name]))
+    app[VALIDATOR].reload(schema, service_id)
+    forget_openapi(app)
+    served = {r.canonical for r in app.router.resources()}
+    missing = [r for r in inference_routes(settings, schema) if r not in served]
+    logger.warning("the wrapper's schema arrived after start: serving %s; %s need%s a restart of the loader",
+                   ", ".join(r for r in inference_routes(settings, schema) if r in served), ", ".join(missing) or
+                   "no route", "s" if len(missing) == 1 else "")
+
+
 def create_app(settings: Settings, pool: WorkerPool, metrics_: Metrics, schema: dict[str, Any]) -> web.Application:
     app = web.Application(middlewares=[envelope_errors], client_max_size=settings.max_body_size)
     app[SETTINGS] = settings
     app[POOL] = pool
     app[METRICS] = metrics_
     app[SCHEMA] = schema
-    service_id = str((schema.get("meta") or {}).get("serviceId") or settings.svc_name)
-    app[SERVICES] = tuple(dict.fromkeys([service_id, settings.svc_name]))
+    service_id = _service_id(schema, settings)
+    app[SERVICES] = list(dict.fromkeys([service_id, settings.svc_name]))
     app[VALIDATOR] = Validator(schema, service_id)
     app[SESSIONS] = set()
     metrics_.bind_pool(lambda: float(pool.inflight), lambda: float(len(pool.workers) * settings.worker_threads),
@@ -186,4 +209,6 @@ def create_app(settings: Settings, pool: WorkerPool, metrics_: Metrics, schema: 
         routes.append(web.post(path, handle_once))
         routes.append(web.get(path, handle_stream, allow_head=False))
     app.add_routes(routes)
+    if not schema:
+        pool.on_schema = lambda late: refresh_service(app, late)
     return app

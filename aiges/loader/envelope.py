@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -194,7 +195,7 @@ def parse_payload_item(path: str, key: str, obj: Any) -> pb.RequestData:
                           desc=desc)
 
 
-def parse(doc: dict[str, Any], services: tuple[str, ...], header_pass: tuple[str, ...] = (),
+def parse(doc: dict[str, Any], services: Sequence[str], header_pass: tuple[str, ...] = (),
           require_payload: bool = True) -> Parsed:
     """Envelope dict → params, proto items and expect objects.
 

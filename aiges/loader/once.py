@@ -47,7 +47,8 @@ async def execute_once(app: web.Application, body: bytes, sid: str, deadline: fl
     """Envelope in, envelope out: the once path shared by HTTP and the public gRPC API."""
     settings = app[SETTINGS]
     doc = envelope.load_json(body)
-    parsed = envelope.parse(doc, app[SERVICES], settings.header_pass)
+    services: list[str] = app[SERVICES]
+    parsed = envelope.parse(doc, services, settings.header_pass)
     app[VALIDATOR].check(parsed.params, parsed.raw_params, parsed.items, expect=parsed.expect)
     parsed.params["sid"] = sid
     resp = await app[POOL].once(pb.Request(tag=sid, params=parsed.params, list=parsed.items), deadline)

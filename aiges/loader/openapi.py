@@ -13,6 +13,7 @@ the index page is ours, so it loads our document and never calls the online spec
 from __future__ import annotations
 
 import base64
+import json
 import os
 import weakref
 from typing import Any
@@ -423,8 +424,12 @@ def build_openapi(schema: dict[str, Any], routes: list[str], api_keys: bool = Fa
 
 
 # ---------------------------------------------------------------- handlers
-# the document depends only on the app's schema and settings, both fixed for the app's lifetime
+# the document depends only on the app's schema and settings; forget() when the schema arrives late
 _cache: weakref.WeakKeyDictionary[web.Application, bytes] = weakref.WeakKeyDictionary()
+
+
+def forget(app: web.Application) -> None:
+    _cache.pop(app, None)
 
 
 async def openapi_json(request: web.Request) -> web.Response:
@@ -433,8 +438,14 @@ async def openapi_json(request: web.Request) -> web.Response:
     body = _cache.get(app)
     if body is None:
         settings = app[SETTINGS]
-        doc = build_openapi(app[SCHEMA], inference_routes(settings, app[SCHEMA]), bool(settings.api_keys))
-        body = _cache[app] = orjson.dumps(doc)
+        served = {r.canonical for r in app.router.resources()}  # a late schema's route may not be
+        routes = [r for r in inference_routes(settings, app[SCHEMA]) if r in served]
+        doc = build_openapi(app[SCHEMA], routes, bool(settings.api_keys))
+        try:
+            body = orjson.dumps(doc)
+        except TypeError:  # an integer beyond 64 bits in a field's limits: the stdlib writes it
+            body = json.dumps(doc, ensure_ascii=False).encode("utf-8")
+        _cache[app] = body
     return web.Response(body=body, content_type="application/json")
 
 

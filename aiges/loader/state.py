@@ -15,7 +15,8 @@ POOL = web.AppKey("pool", WorkerPool)
 METRICS = web.AppKey("metrics", Metrics)
 VALIDATOR = web.AppKey("validator", Validator)
 # names whose parameter.<name> sections are ours
-SERVICES: web.AppKey[tuple[str, ...]] = web.AppKey("services", tuple)
+# (a list, updated in place when the wrapper's schema arrives after start: see app.refresh_service)
+SERVICES: web.AppKey[list[str]] = web.AppKey("services", list)
 SCHEMA: web.AppKey[dict[str, Any]] = web.AppKey("schema", dict)
 # open streaming sessions (aiges.loader.stream.Session, WebSocket and gRPC), drained on shutdown
 SESSIONS: web.AppKey[set[Any]] = web.AppKey("sessions", set)

@@ -176,7 +176,8 @@ class Session:
                 raise ValueError(f"a frame must be a JSON object, got a JSON {envelope.json_type(doc)}")
         except ValueError as e:
             raise errors.BadRequest(f"parse request json error: {e}", errors.WS_BAD_JSON) from None
-        parsed = envelope.parse(doc, self.app[SERVICES], self.settings.header_pass, require_payload=False)
+        services: list[str] = self.app[SERVICES]
+        parsed = envelope.parse(doc, services, self.settings.header_pass, require_payload=False)
         self.app[VALIDATOR].check(parsed.params, parsed.raw_params, parsed.items, later_frame=self.link is not None,
                                   expect=parsed.expect)
         self.app[METRICS].frames.inc()

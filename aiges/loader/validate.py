@@ -181,6 +181,10 @@ def param_problem(r: ParamRule, path: str, value: Any) -> str | None:
 
 class Validator:
     def __init__(self, schema: dict[str, Any], svc: str) -> None:
+        self.reload(schema, svc)
+
+    def reload(self, schema: dict[str, Any], svc: str) -> None:
+        """(Re)build the rules; the loader calls it when a wrapper's schema arrives after start."""
         fields = schema.get("fields") or {}
         self.svc = svc
         self.params = param_rules(schema)

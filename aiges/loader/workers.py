@@ -17,6 +17,7 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -376,6 +377,7 @@ class WorkerPool:
         self._on_restart = on_restart
         self._watchers: list[asyncio.Task[Any]] = []
         self._rr = 0
+        self.on_schema: Callable[[dict[str, Any]], None] | None = None  # the first schema, if it came late
 
     # ---- lifecycle
     async def start(self) -> None:
@@ -397,12 +399,16 @@ class WorkerPool:
         try:
             await w.start()
         except BaseException:
-            if w.schema and not self.schema:
-                self.schema = w.schema
+            self._got_schema(w.schema)
             await self._reap(w)
             raise
-        if not self.schema:
-            self.schema = w.schema
+        self._got_schema(w.schema)
+
+    def _got_schema(self, schema: dict[str, Any]) -> None:
+        if schema and not self.schema:
+            self.schema = schema
+            if self.on_schema is not None:
+                self.on_schema(schema)
 
     async def _reap(self, w: Worker) -> None:
         w.state = "dead"

@@ -7,6 +7,9 @@ from aiges.core.types import *  # noqa: F401,F403
 from aiges.dto import Response, ResponseData
 from aiges.sdk import WrapperBase, StringBodyField, StringParamField, NumberParamField
 
+if os.path.exists(os.environ.get("FAULTY_IMPORT_FAIL_WHILE") or "/nonexistent"):
+    raise ImportError("a dependency is not installed yet")  # the import fails while that file exists
+
 
 class UserRequest(object):
     input1 = StringBodyField(key="text", value=b"x")
