@@ -11,6 +11,7 @@ import queue
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -140,3 +141,34 @@ def test_plugin_exits_when_parent_dies(tmp_path: Path) -> None:
     parent.kill()
     parent.wait()
     assert wait_until(lambda: not alive(plugin), 2.0)
+
+
+def test_write_returning_after_destroy_never_reads_for_the_handles_next_session(tmp_path: Path) -> None:
+    """Upstream's host does not wait for a write before destroying: when that write returns after
+    the destroy, no wrapperRead poller may start for the handle, whose next session must get its
+    own results under its own tag."""
+    host = Host(WRAPPERS / "stream_read", tmp_path)
+    try:
+        host.stub.wrapperInit(pb.InitRequest(), timeout=10)
+        a = host.stub.wrapperCreate(pb.CreateRequest(params={"reuse": "1"}, sid="A", tag="A"), timeout=5)
+        slow = pb.RequestData(key="text", data=b"sleep:1", status=1)
+        write = host.stub.wrapperWrite.future(pb.WriteMessage(req=pb.Request(tag="A", list=[slow]), handle=a.handle),
+                                              timeout=10)
+        time.sleep(0.3)
+        assert host.stub.wrapperDestroy(pb.Handle(handle=a.handle), timeout=10).ret == 0
+        assert write.result(10).ret == 0
+        b = host.stub.wrapperCreate(pb.CreateRequest(params={"reuse": "1"}, sid="B", tag="B"), timeout=5)
+        assert b.handle == a.handle  # the pooled handle again
+        last = pb.RequestData(key="text", data=b"b1", status=2)
+        assert host.stub.wrapperWrite(pb.WriteMessage(req=pb.Request(tag="B", list=[last]), handle=b.handle),
+                                      timeout=5).ret == 0
+        r = host.result("B")
+        assert r.list[0].data == b"B1" and r.list[0].status == 2
+        time.sleep(0.3)
+        stray = [host.results.get_nowait() for _ in range(host.results.qsize())]
+        assert not [x for x in stray if x.tag == "A"], stray
+        host.stub.wrapperDestroy(pb.Handle(handle=b.handle), timeout=5)
+    finally:
+        host.channel.close()
+        host.proc.terminate()
+        host.proc.wait(15)

@@ -41,7 +41,8 @@ class Wrapper(WrapperBase):
     def wrapperCreate(self, params, sid, persId=0, usrTag=""):
         with self.lock:
             self.n += 1
-            handle = "rd-%d" % self.n
+            # param reuse: one pooled handle, as SessionManager-style wrappers hand out again
+            handle = "rd-pooled" if params.get("reuse") else "rd-%d" % self.n
         out, todo = queue.Queue(), queue.Queue()
         delay = float(params.get("delay", "0") or 0)
         self.queues[handle] = out
@@ -62,6 +63,8 @@ class Wrapper(WrapperBase):
 
     def wrapperWrite(self, handle, req, sid=""):
         for node in req.list:
+            if node.data.startswith(b"sleep:"):  # a slow write
+                time.sleep(float(node.data[6:]))
             self.todo[handle].put(node)
         return 0
 
