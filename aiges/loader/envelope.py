@@ -282,7 +282,8 @@ def check_output(d: pb.ResponseData, expect: dict[str, Expect], svc: str) -> Exp
     if exp is None:
         raise errors.OutputInvalid(
             f"wrapper output '{d.key}' was not requested: the request's expect objects name "
-            f"{', '.join(sorted(expect))}; add parameter.{svc}.{d.key} or drop the expect objects")
+            f"{', '.join(sorted(expect))} (if '{d.key}' is not in the wrapper's responseCls, the wrapper "
+            f"should not return it; else add parameter.{svc}.{d.key} or drop the expect objects)")
     if exp.type is not None and exp.type != d.type:
         raise errors.OutputInvalid(
             f"wrapper output '{d.key}' has type {TYPE_NAMES.get(d.type, d.type)} but "
