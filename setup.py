@@ -37,6 +37,8 @@ setup(
             "catboost",
             "openapi-spec-validator>=0.7",  # tests validate /openapi.json
             "selenium>=4.10",  # the Swagger UI browser test (with Debian's chromium + chromium-driver)
+            "schemathesis>=3.30",  # the bounded fuzz run of the HTTP surface against /openapi.json
+            "kubernetes-validate>=1.28",  # deploy/k8s manifests checked offline against Kubernetes' schemas
         ],
         "dev": ["grpcio-tools==1.85.1", "ruff", "mypy"],
     },

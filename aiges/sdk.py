@@ -20,6 +20,7 @@ from typing import Any
 
 from aiges.core.types import AUDIO, IMAGE, OTHER, STRING, VIDEO, DataOnce
 from aiges.dto import DataListCls, DataListNode, Response, ResponseData, SessionCreateResponse
+from aiges.schema_compat import strict_document
 from aiges.stream import (  # noqa: F401 - re-exported as upstream's sdk did
     ProcessThreadPool,
     SessionManager,
@@ -357,7 +358,10 @@ class WrapperBase:
 
     # ---- schema
     def schema(self) -> str:
-        return json.dumps(self.schema_dict(), ensure_ascii=False)
+        """What the wrapperSchema RPC sends: upstream's Go loader compiles ``schemainput`` with a
+        strict parser, so both JSON Schemas hold only the keywords it knows (``example`` becomes
+        ``examples``); the rich per-field description stays in ``fields``."""
+        return json.dumps(strict_document(self.schema_dict()), ensure_ascii=False)
 
     def schema_v2(self) -> str:
         return self.schema()
