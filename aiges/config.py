@@ -48,8 +48,12 @@ class Settings:
     wrapper_config: Mapping[str, str] = field(default_factory=dict)
     plugin_cmd: str | None = None  # a custom [aiges] pythonPluginCmd; None = this Python
     # workers and limits
-    workers: int = 1
+    workers: int = 1  # `auto` in the file = the machine's cores
     worker_threads: int = 4
+    # dynamic batching for wrappers with wrapperOnceExecBatch; None = the Wrapper class's own value
+    max_batch_size: int | None = None
+    max_queue_delay_ms: float | None = None
+    lane: bool = True  # once requests on the batched lane; false = one gRPC call each (for comparison)
     max_inflight: int = 512
     deadline: float = 60.0
     max_body_size: int = 64 * 1024 * 1024
@@ -181,7 +185,7 @@ def _section(doc: Mapping[str, Any], name: str) -> Mapping[str, Any]:
 AIGES_KEYS = frozenset({
     "wrapperDir", "wrapperModule", "workers", "workerThreads", "maxInflight", "deadline", "maxBodyMB",
     "startTimeout", "initTimeout", "restartBackoffMax", "livenessInterval", "exitOnInitFailure", "grace", "wrapperErrorStatus",
-    "headerPass", "pythonPluginCmd",
+    "headerPass", "pythonPluginCmd", "max_batch_size", "max_queue_delay_ms", "lane",
     # upstream's
     "gesMock", "sessMode", "numaNode", "realTimeRlt", "usrCfg", "sub", "asyncMode", "sessDelGt", "httpRetry",
     "gray", "wrapperTrace", "wrapperDelayDetectPeriod", "storageData", "asyncRelease", "libCodec", "elastic",
@@ -193,6 +197,18 @@ LOG_LEVELS = ("debug", "info", "warn", "warning", "error")
 def _unknown_keys(section: Mapping[str, Any], name: str, known: frozenset[str]) -> list[str]:
     return [f"[{name}] {key}: unknown key, ignored (known: see `aiges -init`)" for key in section
             if key not in known]
+
+
+def _workers(v: Any) -> int:
+    """``workers = "auto"``: one plugin process per core this process may run on."""
+    if v == "auto":
+        try:
+            return max(1, len(os.sched_getaffinity(0)))
+        except (AttributeError, OSError):
+            return os.cpu_count() or 1
+    if isinstance(v, str) and v.isdigit():  # from the environment
+        v = int(v)
+    return _pos_int(v)
 
 
 def _nonneg_float(v: Any) -> float:
@@ -264,9 +280,9 @@ def parse(text: str, path: str = "aiges.toml", svc_name: str = "svcName",
     if env.get("AIGES_API_KEYS"):
         api_keys = _str_list(env["AIGES_API_KEYS"])
 
-    workers = _get(aiges, "aiges", "workers", 1, _pos_int, "a positive integer")
+    workers = _get(aiges, "aiges", "workers", 1, _workers, 'a positive integer or "auto"')
     if env.get("AIGES_WORKERS"):
-        workers = _get(env, "env", "AIGES_WORKERS", 1, _pos_int, "a positive integer")
+        workers = _get(env, "env", "AIGES_WORKERS", 1, _workers, 'a positive integer or "auto"')
 
     status = _get(aiges, "aiges", "wrapperErrorStatus", 500, _int, "an HTTP status integer")
     if not 400 <= status <= 599:
@@ -285,6 +301,10 @@ def parse(text: str, path: str = "aiges.toml", svc_name: str = "svcName",
         plugin_cmd=plugin_cmd,
         workers=workers,
         worker_threads=_get(aiges, "aiges", "workerThreads", 4, _pos_int, "a positive integer"),
+        max_batch_size=_get(aiges, "aiges", "max_batch_size", None, _pos_int, "a positive integer"),
+        max_queue_delay_ms=_get(aiges, "aiges", "max_queue_delay_ms", None, _nonneg_float,
+                                "a number of milliseconds (0 = no waiting)"),
+        lane=_get(aiges, "aiges", "lane", True, _bool, "true or false"),
         max_inflight=_get(aiges, "aiges", "maxInflight", 512, _pos_int, "a positive integer"),
         deadline=_get(aiges, "aiges", "deadline", 60.0, _float, "a positive number of seconds"),
         max_body_size=int(_get(aiges, "aiges", "maxBodyMB", 64, _float, "a positive number of MB") * 1024 * 1024),

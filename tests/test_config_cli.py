@@ -31,7 +31,7 @@ def test_upstream_default_file_loads_unchanged() -> None:
 
 
 def test_wrong_values_name_section_key_and_type() -> None:
-    with pytest.raises(config.ConfigError, match=r"\[aiges\] workers: expected a positive integer, got 'two'"):
+    with pytest.raises(config.ConfigError, match=r"\[aiges\] workers: expected a positive integer or \"auto\", got 'two'"):
         config.parse('[aiges]\nworkers = "two"\n')
     with pytest.raises(config.ConfigError, match=r"\[ws\] readTimeout: expected a positive number"):
         config.parse("[ws]\nreadTimeout = -1\n")
@@ -84,7 +84,7 @@ def test_cli_rejects_other_modes(tmp_path: Path) -> None:
 def test_cli_config_error_is_clear(tmp_path: Path) -> None:
     (tmp_path / "bad.toml").write_text('[aiges]\nworkers = 0\n')
     p = run_cli("-m=0", "-c=bad.toml", cwd=tmp_path)
-    assert p.returncode == 2 and "[aiges] workers: expected a positive integer, got 0" in p.stderr
+    assert p.returncode == 2 and "[aiges] workers: expected a positive integer or \"auto\", got 0" in p.stderr
 
 
 def test_upstream_file_serves_with_pythonpath(tmp_path: Path) -> None:

@@ -29,7 +29,8 @@ logger = logging.getLogger("aiges.loader")
 
 async def serve(settings: Settings) -> int:
     metrics = Metrics()
-    pool = WorkerPool(settings, on_restart=metrics.worker_restarts.inc)
+    pool = WorkerPool(settings, on_restart=metrics.worker_restarts.inc,
+                      on_batch=getattr(metrics, "observe_batch", None))
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -27,6 +27,7 @@ from aiges import errors
 from aiges._pb import aiges_inner_pb2 as pb
 from aiges._pb import aiges_inner_pb2_grpc as pb_grpc
 from aiges.config import Settings
+from aiges.loader.lane import LaneClient
 
 logger = logging.getLogger("aiges.workers")
 INLINE_MD = (("aiges-inline", "1"),)
@@ -62,7 +63,8 @@ class SessionLink:
 
 
 class Worker:
-    def __init__(self, index: int, settings: Settings, sock_dir: str) -> None:
+    def __init__(self, index: int, settings: Settings, sock_dir: str,
+                 on_batch: Callable[[int], None] | None = None) -> None:
         self.index = index
         self.name = f"w{index}"
         self.settings = settings
@@ -72,6 +74,8 @@ class Worker:
         self.proc: asyncio.subprocess.Process | None = None
         self.channel: grpc.aio.Channel | None = None
         self.stub: pb_grpc.WrapperServiceStub | None = None
+        self.lane: LaneClient | None = None  # once requests (aiges.loader.lane); None = per-call gRPC
+        self.on_batch = on_batch
         self.inflight: set[Any] = set()
         self.sessions: dict[str, SessionLink] = {}
         self.schema: dict[str, Any] = {}
@@ -85,18 +89,28 @@ class Worker:
     def ready(self) -> bool:
         return self.state == "ready"
 
+    @property
+    def load(self) -> int:
+        """Work on this worker now: gRPC calls and lane requests in flight, open sessions."""
+        return len(self.inflight) + (len(self.lane.pending) if self.lane is not None else 0) + len(self.sessions)
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.inflight) or (self.lane is not None and bool(self.lane.pending))
+
     def _command(self) -> list[str]:
         if self.settings.plugin_cmd:
             return ["bash", "-c", self.settings.plugin_cmd]
         return [sys.executable, "-m", "aiges.serve"]
 
-    def _env(self, sock: str) -> dict[str, str]:
+    def _env(self, sock: str, lane: str) -> dict[str, str]:
         env = dict(os.environ)
         env.update({
             "BASIC_PLUGIN": "hello",
             "PLUGIN_PROTOCOL_VERSIONS": "1",
             "AIGES_PLUGIN_MODE": "python",
             "AIGES_PLUGIN_SOCKET": sock,
+            "AIGES_PLUGIN_LANE": lane,
             "AIGES_PLUGIN_THREADS": str(self.settings.worker_threads),
             "AIGES_PLUGIN_GRACE": str(self.settings.grace),
             "AIGES_SESSION_TIMEOUT": str(self.settings.ws_session_timeout),
@@ -107,6 +121,10 @@ class Worker:
         })
         if self.settings.wrapper_dir:
             env["AIGES_WRAPPER_DIR"] = self.settings.wrapper_dir
+        if self.settings.max_batch_size is not None:
+            env["AIGES_MAX_BATCH_SIZE"] = str(self.settings.max_batch_size)
+        if self.settings.max_queue_delay_ms is not None:
+            env["AIGES_MAX_QUEUE_DELAY_MS"] = str(self.settings.max_queue_delay_ms)
         return env
 
     async def start(self) -> None:
@@ -115,10 +133,11 @@ class Worker:
         self.state = "starting"
         self._stderr_tail = []
         sock = os.path.join(self.sock_dir, f"{self.name}-{self.generation}.sock")
+        lane = os.path.join(self.sock_dir, f"{self.name}-{self.generation}.lane") if self.settings.lane else ""
         timeout = self.settings.start_timeout
         self.proc = await asyncio.create_subprocess_exec(
             *self._command(), stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE, env=self._env(sock), start_new_session=True,
+            stderr=asyncio.subprocess.PIPE, env=self._env(sock, lane), start_new_session=True,
             # upstream ran the wrapper in its own directory: relative paths in wrapper.py
             # (test_data/..., model files) keep meaning what they meant there
             cwd=self.settings.wrapper_dir or None)
@@ -157,9 +176,23 @@ class Worker:
                 pass
             raise WorkerStartError(f"wrapper init failed (code {ret.ret}): {ret.msg}")
         await self._fetch_schema(init_timeout)
+        if lane:
+            await self._open_lane(lane)
         self._comm_task = asyncio.create_task(self._communicate())
         self.state = "ready"
         logger.info("plugin %s ready (pid %d)", self.name, self.pid)
+
+    async def _open_lane(self, path: str) -> None:
+        """Connect the lane; a plugin without one (a custom pythonPluginCmd running another
+        plugin) is served with one gRPC call per request instead."""
+        if not os.path.exists(path):
+            logger.warning("plugin %s offers no lane at %s: once requests use one gRPC call each", self.name, path)
+            return
+        try:
+            self.lane = await LaneClient.connect(path, self.name, self.on_batch)
+        except OSError as e:
+            logger.warning("plugin %s: cannot connect its lane (%s): once requests use one gRPC call each",
+                           self.name, e)
 
     async def _fetch_schema(self, timeout: float | None) -> None:
         assert self.stub is not None
@@ -223,7 +256,7 @@ class Worker:
                 await stub.Check(health_pb2.HealthCheckRequest(service="plugin"), timeout=interval)
                 misses = 0
             except grpc.aio.AioRpcError as e:
-                if self.inflight and not _stopped(self.pid):
+                if self.busy and not _stopped(self.pid):
                     # a wrapper call holding the GIL (a long regex, unpickling a model) also delays
                     # the answer: a busy worker is not a dead one; its calls have their deadline
                     misses = 0
@@ -239,11 +272,24 @@ class Worker:
 
     def fail_inflight(self, reason: str) -> None:
         err = errors.WorkerUnavailable(reason)
+        if self.lane is not None:
+            self.lane.fail(lambda: errors.WorkerUnavailable(
+                f"plugin worker {self.name} died while handling the request; it is being restarted", retry_after=1))
         for call in list(self.inflight):
             call.cancel()
         for link in list(self.sessions.values()):
             link.results.put_nowait(err)
         self.sessions.clear()
+
+    async def once(self, request: pb.Request, timeout: float | None) -> pb.Response:
+        """One once request: on the lane, or as an inline gRPC call when there is none."""
+        lane = self.lane
+        if lane is None:
+            resp: pb.Response = await self.call("wrapperOnceExec", request, timeout, inline=True)
+            return resp
+        if not self.ready:
+            raise errors.WorkerUnavailable(f"plugin worker {self.name} is not ready", retry_after=1)
+        return await lane.call(request, timeout)
 
     async def call(self, method: str, request: Any, timeout: float | None, inline: bool = False) -> Any:
         """One unary RPC to this plugin; transport failures become AigesErrors."""
@@ -333,6 +379,9 @@ class Worker:
             link.acks = None
 
     async def close_channel(self) -> None:
+        if self.lane is not None:
+            self.lane.close()
+            self.lane = None
         if self._comm_task is not None:
             self._comm_task.cancel()
             self._comm_task = None
@@ -366,10 +415,11 @@ class Worker:
 
 
 class WorkerPool:
-    def __init__(self, settings: Settings, on_restart: Any = None) -> None:
+    def __init__(self, settings: Settings, on_restart: Any = None,
+                 on_batch: Callable[[int], None] | None = None) -> None:
         self.settings = settings
         self.sock_dir = tempfile.mkdtemp(prefix="aiges-")
-        self.workers = [Worker(i, settings, self.sock_dir) for i in range(settings.workers)]
+        self.workers = [Worker(i, settings, self.sock_dir, on_batch) for i in range(settings.workers)]
         self.schema: dict[str, Any] = {}
         self.inflight = 0
         self.closing = False
@@ -458,6 +508,8 @@ class WorkerPool:
         """Shutdown after the grace period: calls still running are answered now (503, 12504)."""
         for w in self.workers:
             w.abort_reason = reason
+            if w.lane is not None:
+                w.lane.fail(lambda: errors.WorkerUnavailable(reason, errors.SHUTTING_DOWN), closed=False)
             for call in list(w.inflight):
                 call.cancel()
 
@@ -488,7 +540,7 @@ class WorkerPool:
             w = self.workers[(self._rr + i) % n]
             if not w.ready:
                 continue
-            load = len(w.inflight) + len(w.sessions)
+            load = w.load
             if best is None or load < best_load:
                 best, best_load = w, load
         if best is None:
@@ -505,8 +557,7 @@ class WorkerPool:
         worker = self.pick()
         self.inflight += 1
         try:
-            resp: pb.Response = await worker.call("wrapperOnceExec", request, timeout, inline=True)
-            return resp
+            return await worker.once(request, timeout)
         finally:
             self.inflight -= 1
 

@@ -33,6 +33,8 @@ class WrapperHost:
         self._create_kw: str | None = None
         self._has_read = False
         self._read_takes_sid = False
+        self.has_batch = False  # the wrapper defines wrapperOnceExecBatch (dynamic batching)
+        self._batch_only = False
 
     # ---- lifecycle
     def load(self) -> pb.Ret:
@@ -76,6 +78,10 @@ class WrapperHost:
         read = getattr(type(self.obj), "wrapperRead", None)
         from aiges.sdk import WrapperBase
         self._has_read = read is not None and read is not getattr(WrapperBase, "wrapperRead", None)
+        self.has_batch = callable(getattr(self.obj, "wrapperOnceExecBatch", None))
+        # a wrapper with only the batch entry point still answers single calls (an upstream host)
+        self._batch_only = self.has_batch and \
+            getattr(type(self.obj), "wrapperOnceExec", None) is getattr(WrapperBase, "wrapperOnceExec", None)
         return pb.Ret(ret=0)
 
     def _init_failure(self, what: str, e: BaseException) -> pb.Ret:
@@ -138,12 +144,61 @@ class WrapperHost:
             return pb.Response(tag=tag, ret=errors.USER_EXEC_ERROR, msg="wrapper is not initialised")
         if deadline is not None and time.monotonic() > deadline:
             return pb.Response(tag=tag, ret=errors.DEADLINE, msg="deadline passed while queued; wrapper not called")
+        if self._batch_only:
+            return self.once_batch([req], [deadline])[0]
         try:
             resp = self.obj.wrapperOnceExec(dict(req.params), DataListCls(list(req.list)))
         except BaseException as e:  # noqa: BLE001 - SystemExit, KeyboardInterrupt from wrapper code too
             logger.error("wrapperOnceExec raised (tag %s)\n%s", tag, traceback.format_exc())
             return pb.Response(tag=tag, ret=errors.WRAPPER_EXEC, msg=exception_text("wrapperOnceExec", e))
         return to_response(resp, tag, "wrapperOnceExec", self.error_text)
+
+    def once_batch(self, reqs: list[pb.Request], deadlines: list[float | None]) -> list[pb.Response]:
+        """``wrapperOnceExecBatch(requests)`` with ``requests`` a list of ``(params, reqData)``;
+        it returns one ``Response`` per request, in order.  An item that is ``response_err(N)``,
+        an exception instance or otherwise invalid fails only its own request; the call raising or
+        returning the wrong number of items fails them all, each with the reason."""
+        if self.obj is None:
+            return [pb.Response(tag=r.tag, ret=errors.USER_EXEC_ERROR, msg="wrapper is not initialised") for r in reqs]
+        now = time.monotonic()
+        out: list[pb.Response | None] = [None] * len(reqs)
+        live: list[int] = []
+        for i, (r, d) in enumerate(zip(reqs, deadlines, strict=True)):
+            if d is not None and now > d:
+                out[i] = pb.Response(tag=r.tag, ret=errors.DEADLINE,
+                                     msg="deadline passed while queued; wrapper not called")
+            else:
+                live.append(i)
+        if live:
+            batch = [(dict(reqs[i].params), DataListCls(list(reqs[i].list))) for i in live]
+            for i, resp in zip(live, self._call_batch(batch, [reqs[i].tag for i in live]), strict=True):
+                out[i] = resp
+        return [r if r is not None else pb.Response(ret=errors.WRAPPER_EXEC) for r in out]
+
+    def _call_batch(self, batch: list[tuple[dict[str, str], DataListCls]], tags: list[str]) -> list[pb.Response]:
+        try:
+            results = self.obj.wrapperOnceExecBatch(batch)
+        except BaseException as e:  # noqa: BLE001 - SystemExit, KeyboardInterrupt from wrapper code too
+            logger.error("wrapperOnceExecBatch raised (batch of %d)\n%s", len(batch), traceback.format_exc())
+            msg = exception_text("wrapperOnceExecBatch", e)
+            return [pb.Response(tag=t, ret=errors.WRAPPER_EXEC, msg=msg) for t in tags]
+        try:
+            results = list(results)
+        except TypeError:
+            results = None
+        if results is None or len(results) != len(batch):
+            got = "None" if results is None else f"{len(results)} items"
+            msg = (f"wrapperOnceExecBatch returned {got} for a batch of {len(batch)}; "
+                   "return a list with one Response per request, in order")
+            logger.error(msg)
+            return [pb.Response(tag=t, ret=errors.WRAPPER_EXEC, msg=msg) for t in tags]
+        out = []
+        for tag, res in zip(tags, results, strict=True):
+            if isinstance(res, BaseException):
+                out.append(pb.Response(tag=tag, ret=errors.WRAPPER_EXEC, msg=exception_text("wrapperOnceExecBatch", res)))
+            else:
+                out.append(to_response(res, tag, "wrapperOnceExecBatch", self.error_text))
+        return out
 
     def create(self, req: pb.CreateRequest) -> pb.Handle:
         if self.obj is None:

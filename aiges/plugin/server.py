@@ -35,6 +35,7 @@ from aiges._pb import grpc_controller_pb2_grpc as ctl_grpc
 from aiges.plugin import lifeline
 from aiges.plugin.convert import response_items
 from aiges.plugin.host import WrapperHost
+from aiges.plugin.lane import Lane
 
 logger = logging.getLogger("aiges.plugin")
 
@@ -364,6 +365,12 @@ async def serve(env: dict[str, str]) -> int:
     ctl_grpc.add_GRPCControllerServicer_to_server(ControllerServicer(stop.set), server)
 
     network, address = bind(server, env)
+    # our own loader's once requests (aiges.plugin.lane); an upstream host never asks for it
+    lane_path = env.get("AIGES_PLUGIN_LANE")
+    lane = None
+    if lane_path:
+        lane = Lane(lane_path, host, executor, threads, _opt_int(env.get("AIGES_MAX_BATCH_SIZE")),
+                    _opt_float(env.get("AIGES_MAX_QUEUE_DELAY_MS")))
     await server.start()
     await health_servicer.set("plugin", health_pb2.HealthCheckResponse.SERVING)
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
@@ -391,10 +398,22 @@ async def serve(env: dict[str, str]) -> int:
     grace_now = min(grace, 1.0) if orphaned else grace
     logger.info("plugin stopping (grace %.1fs)", grace_now)
     stopping = asyncio.create_task(server.stop(grace_now))
+    until = time.monotonic() + grace_now
     try:
         await asyncio.wait_for(servicer.idle.wait(), grace_now)
     except asyncio.TimeoutError:
         logger.warning("plugin stop: %d call(s) still running after %.1fs", servicer.inflight, grace_now)
+    if lane is not None:
+        # requests already on the lane (a batch being formed or run) are answered before we go --
+        # unless nobody is left to answer: the loader closed the lane or died (the parent-death
+        # signal can come before getppid() shows the new parent, so look again while waiting)
+        while lane.pending and lane.connected and time.monotonic() < until:
+            if os.getppid() != parent:
+                until = min(until, time.monotonic() + 1.0)
+            await asyncio.sleep(0.02)
+        if lane.pending:
+            logger.warning("plugin stop: %d lane request(s) unanswered after %.1fs", lane.pending, grace_now)
+        lane.close()
     servicer.close_streams()
     await stopping
     watcher.cancel()
@@ -407,6 +426,14 @@ async def serve(env: dict[str, str]) -> int:
     if network == "unix" and os.path.exists(address):
         os.unlink(address)
     return 0
+
+
+def _opt_int(v: str | None) -> int | None:
+    return int(v) if v else None
+
+
+def _opt_float(v: str | None) -> float | None:
+    return float(v) if v else None
 
 
 def main() -> int:
