@@ -191,7 +191,7 @@ def create_app(settings: Settings, pool: WorkerPool, metrics_: Metrics, schema: 
     app[VALIDATOR] = Validator(schema, service_id)
     app[SESSIONS] = set()
     metrics_.bind_pool(lambda: float(pool.inflight), lambda: float(len(pool.workers) * settings.worker_threads),
-                       lambda: float(pool.ready_count))
+                       lambda: float(pool.ready_count), lambda: float(len(pool.workers)))
 
     routes = [
         web.get("/health", health),
