@@ -4,6 +4,7 @@ Fixed upstream bugs, callers unchanged:
 - ``ResponseData(data=..., length=...)`` keeps its data (upstream silently dropped both);
 - ``ResponseData.data`` may also be assigned directly (``len`` follows);
 - ``setDataType`` accepts OTHER (4) as the proto does;
+- ``response_err(code, message)`` may carry the request's own message (upstream: the code only);
 - ``Response()`` still starts with one placeholder item, as upstream (``res.list[0].key = ...``
   works), but a placeholder that was never filled in is dropped before it reaches a client.
 """
@@ -116,9 +117,16 @@ class Response:
     def __init__(self) -> None:
         self.list: list[ResponseData] = [ResponseData()]
         self.error_code = 0
+        self.error_message = ""
 
-    def response_err(self, code: int) -> Response:
+    def response_err(self, code: int, message: str = "") -> Response:
+        """Fail this request with ``code``.  ``message`` (aiges addition) is this request's own
+        error text, e.g. which field of the input was wrong; without it the client gets
+        ``wrapperError(code)``, as upstream.  A code of the engine's request-error family
+        (``aiges.errors.CLIENT_ERROR_CODES``: 10000, 10001, 10009, 10107) answers HTTP 400,
+        any other code ``[aiges] wrapperErrorStatus`` (500)."""
         self.error_code = code
+        self.error_message = str(message) if message else ""
         return self
 
     def toJSON(self) -> str:

@@ -93,6 +93,14 @@ class WrapperFailed(AigesError):
     code = WRAPPER_EXEC
 
 
+class WrapperRejected(BadRequest):
+    """The wrapper refused the request as invalid: ``response_err(N)`` with N in
+    ``CLIENT_ERROR_CODES``.  A 400, like the engine's own validation, whatever
+    ``[aiges] wrapperErrorStatus`` says (that status is for the wrapper's own failures)."""
+
+    code = INVALID_PARAM
+
+
 class OutputInvalid(AigesError):
     code = OUTPUT_INVALID
 
@@ -111,6 +119,13 @@ class SessionTimeout(AigesError):
 
 class InternalError(AigesError):
     code = INTERNAL
+
+
+# Codes that say "the request is wrong", the ones the engine answers with 400 itself.  A wrapper
+# that checks what the declared fields cannot (the content of a JSON payload, say) returns one of
+# them -- ``Response().response_err(errors.INVALID_PARAM, "age: expected a number")`` -- and the
+# client gets 400 with that code and message (WrapperRejected) instead of a 500 blaming the wrapper.
+CLIENT_ERROR_CODES = frozenset({JSON_INVALID, CONVERT_FAILED, INVALID_DATA, INVALID_PARAM})
 
 
 # The one table: error class -> (HTTP status, gRPC status).  Subclasses inherit via the MRO.

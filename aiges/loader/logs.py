@@ -101,6 +101,11 @@ class AccessLogger(AbstractAccessLogger):
 
     def log(self, request: Any, response: Any, time: float) -> None:
         status = response.status
+        # aiohttp's ``time`` comes from loop.time(), whole milliseconds under uvloop; the handlers
+        # that set request["started"] (perf_counter) get the real figure
+        started = request.get("started")
+        if started is not None:
+            time = _time.perf_counter() - started
         line = (f'{self._stamp()} {request.remote} "{request.method} {request.path_qs}" {status} '
                 f'{response.body_length} {time * 1000:.2f}ms sid={request.get("sid", "-")}')
         if status >= 400 and _Logs.errors is not None:

@@ -1,6 +1,7 @@
 """HTTP once inference: read, parse, validate, call one plugin worker, render.  Thin on purpose."""
 from __future__ import annotations
 
+import time
 import uuid
 
 from aiohttp import web
@@ -37,6 +38,8 @@ def wrapper_failure(resp: pb.Response, status: int) -> errors.AigesError:
     """The error a client sees for a non-zero ``ret`` from the plugin."""
     if resp.ret == errors.DEADLINE:
         return errors.DeadlineExceeded(resp.msg or "deadline passed")
+    if resp.ret in errors.CLIENT_ERROR_CODES:  # the wrapper says the request is wrong: 400
+        return errors.WrapperRejected(resp.msg or f"the wrapper rejected the request (code {resp.ret})", resp.ret)
     err = errors.WrapperFailed(resp.msg or f"wrapper returned error code {resp.ret}", resp.ret)
     if status != 500:
         err.http_override = status
@@ -58,6 +61,7 @@ async def execute_once(app: web.Application, body: bytes, sid: str, deadline: fl
 
 
 async def handle_once(request: web.Request) -> web.Response:
+    request["started"] = time.perf_counter()  # the access log's duration (logs.AccessLogger)
     sid = request["sid"] = new_sid()
     deadline = request_deadline(request, request.app[SETTINGS].deadline)
     body = await execute_once(request.app, await request.read(), sid, deadline)

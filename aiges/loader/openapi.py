@@ -331,18 +331,25 @@ def _infer_operation(schema: dict[str, Any], svc: str) -> dict[str, Any]:
         "multipart/form-data": {"schema": {"type": "object", "properties": form_props}},
     }
     first = inputs[0] if inputs else {"key": "input", "dataType": "text"}
-    raw = {"type": "string"} if first.get("dataType") == "text" else {"type": "string", "format": "binary"}
-    content["text/plain" if first.get("dataType") == "text" else "application/octet-stream"] = {"schema": raw}
+    # a raw body feeds the first input of its kind (rest._pick): text/plain a text input,
+    # application/octet-stream a binary one; a wrapper with both kinds takes both
+    kinds = {"text" if i.get("dataType") == "text" else "binary" for i in inputs} or {"text"}
+    if "text" in kinds:
+        content["text/plain"] = {"schema": {"type": "string"}}
+    if "binary" in kinds:
+        content["application/octet-stream"] = {"schema": {"type": "string", "format": "binary"}}
     error_body = {"result": False, "data": None, "error": {"code": errors.INVALID_PARAM,
                                                            "message": example_bad_request(schema, svc)},
                   "metadata": {"duration": 0.4, "content_type": "application/json", "sid": "0d9115af-..."}}
     return {
         "tags": ["rest"],
         "summary": f"once inference of {svc} without the envelope",
-        "description": f"The body feeds the inputs: raw text/bytes go to the first input ('{first['key']}'); a JSON "
-                       "object is split by input key (plus `params`); multipart parts are named like inputs. "
-                       "Query-string values are parameters. The answer is `data`: the single output (text as "
-                       "text, other data base64) or an object of outputs.",
+        "description": f"The body feeds the inputs: text/plain the first text input, application/octet-stream "
+                       f"the first binary input (else the first input, '{first['key']}'); a JSON object keyed by "
+                       "inputs is split by input key (plus `params`), any other JSON goes as sent to the first "
+                       "JSON (else text) input; multipart parts are named like inputs, other fields are "
+                       "parameters. Query-string values are parameters. The answer is `data`: the single output "
+                       "(text as text, JSON outputs as JSON, other data base64) or an object of outputs.",
         "operationId": "infer",
         "parameters": [{"name": p["key"], "in": "query", "required": False, "schema": _param_schema(p)}
                        for p in params],

@@ -3,13 +3,20 @@
 Accepts ``text/plain``, ``application/json``, ``application/octet-stream`` and
 ``multipart/form-data``; query-string values (and non-input form fields) become params.  Where
 the body goes:
-- text / bytes: the wrapper's first declared input;
+- text (``text/plain``): the first declared text input (else the first input), bytes unchanged;
+- bytes (``application/octet-stream``): the first declared binary input -- image, audio, video,
+  other -- (else the first input), bytes unchanged; a ``Content-Disposition`` filename is kept;
 - JSON: an object whose keys are declared inputs (plus an optional ``"params"`` object) is split
   by key — strings go in as UTF-8 for text inputs and as base64 for binary ones; any other JSON
-  goes to the first input as JSON text;
-- multipart: each part named like an input feeds it (file or field); other fields are params.
+  goes, exactly as sent (numbers keep their spelling and size), to the first text input declared
+  ``format: json`` (``JsonBodyField``), else the first text input, else the first input;
+- multipart: each part named like an input feeds it (file or field); other fields are params; a
+  file part named like no input is refused (400) rather than turned into a garbled param.
+Every input item carries ``desc["content_type"]`` (the request's, or the part's own) and, for
+files, ``desc["filename"]``; the wrapper reads them as ``reqData.get(key).desc``.
 Answer: ``{"result": true, "data": ..., "metadata": {"duration": ms, "content_type": ..., "sid": ...}}``
-where ``data`` is the single output (text as a string, binary as base64) or an object of outputs.
+where ``data`` is the single output (text as a string, binary as base64, a text output declared
+``format: json`` -- ``JsonBodyField`` -- as the JSON value itself) or an object of outputs.
 Errors use the same shape with ``"result": false`` and ``"error": {"code", "message"}``.
 """
 from __future__ import annotations
@@ -21,6 +28,7 @@ from typing import Any
 
 import orjson
 from aiohttp import BodyPartReader, web
+from aiohttp.multipart import content_disposition_filename, parse_content_disposition
 
 from aiges import errors
 from aiges._pb import aiges_inner_pb2 as pb
@@ -35,12 +43,39 @@ def _inputs(schema: dict[str, Any]) -> list[tuple[str, int]]:
     return [(str(i["key"]), int(i.get("type", 0))) for i in (schema.get("fields") or {}).get("inputs") or []]
 
 
-def _item(key: str, type_: int, data: bytes) -> pb.RequestData:
-    return pb.RequestData(key=key, data=data, len=len(data), type=type_, status=3)
+def _json_inputs(schema: dict[str, Any]) -> frozenset[str]:
+    return frozenset(str(i["key"]) for i in (schema.get("fields") or {}).get("inputs") or []
+                     if i.get("format") == "json" and int(i.get("type", 0)) == 0)
 
 
-def _from_json(doc: Any, inputs: list[tuple[str, int]], params: dict[str, str]) -> list[pb.RequestData]:
+def _pick(inputs: list[tuple[str, int]], kind: str, json_inputs: frozenset[str] = frozenset()) -> tuple[str, int]:
+    """The input a whole body feeds: of the kind the Content-Type says, else the first one."""
+    if kind == "json":
+        for key, type_ in inputs:
+            if key in json_inputs:
+                return key, type_
+    for key, type_ in inputs:
+        if (type_ == 0) == (kind != "bytes"):
+            return key, type_
+    return inputs[0]
+
+
+def _filename(disposition: str | None) -> str | None:
+    """``Content-Disposition: attachment; filename="x.bin"`` (RFC 6266, ``filename*`` too)."""
+    if not disposition:
+        return None
+    _, options = parse_content_disposition(disposition)
+    return content_disposition_filename(options, "filename")
+
+
+def _item(key: str, type_: int, data: bytes, desc: dict[str, str] | None = None) -> pb.RequestData:
+    return pb.RequestData(key=key, data=data, len=len(data), type=type_, status=3, desc=desc)
+
+
+def _from_json(doc: Any, body: bytes, inputs: list[tuple[str, int]], params: dict[str, str],
+               json_inputs: frozenset[str] = frozenset()) -> list[pb.RequestData]:
     declared = dict(inputs)
+    desc = {"content_type": JSON}
     if isinstance(doc, dict) and doc and all(k in declared or k == "params" for k in doc):
         extra = doc.get("params") or {}
         if not isinstance(extra, dict):
@@ -61,14 +96,14 @@ def _from_json(doc: Any, inputs: list[tuple[str, int]], params: dict[str, str]) 
                 data = value.encode("utf-8")
             else:
                 data = orjson.dumps(value)
-            items.append(_item(key, type_, data))
+            items.append(_item(key, type_, data, desc))
         return items
-    key, type_ = inputs[0]
-    return [_item(key, type_, orjson.dumps(doc))]
+    key, type_ = _pick(inputs, "json", json_inputs)
+    return [_item(key, type_, body, desc)]  # as sent: no re-encoding that could change a number
 
 
 async def _read_items(request: web.Request, inputs: list[tuple[str, int]],
-                      params: dict[str, str]) -> list[pb.RequestData]:
+                      params: dict[str, str], json_inputs: frozenset[str] = frozenset()) -> list[pb.RequestData]:
     if not inputs:
         raise errors.BadRequest("this wrapper declares no inputs (requestCls)", errors.INVALID_DATA)
     ctype = request.content_type
@@ -81,8 +116,16 @@ async def _read_items(request: web.Request, inputs: list[tuple[str, int]],
                 raise errors.BadRequest("nested multipart bodies are not supported", errors.INVALID_DATA)
             name = part.name or ""
             data = await part.read()
+            desc = {"content_type": part.headers.get("Content-Type", "text/plain" if part.filename is None
+                                                     else "application/octet-stream")}
+            if part.filename is not None:
+                desc["filename"] = part.filename
             if name in declared:
-                items.append(_item(name, declared[name], bytes(data)))
+                items.append(_item(name, declared[name], bytes(data), desc))
+            elif part.filename is not None:
+                raise errors.BadRequest(f"form part '{name}' is a file ({part.filename!r}) but no input is "
+                                        f"named '{name}'; this service's inputs are "
+                                        f"{', '.join(k for k, _ in inputs)}", errors.INVALID_DATA)
             elif name:
                 params[name] = bytes(data).decode("utf-8", "replace")
         if not items:
@@ -97,16 +140,37 @@ async def _read_items(request: web.Request, inputs: list[tuple[str, int]],
             doc = orjson.loads(body)
         except orjson.JSONDecodeError as e:
             raise errors.BadRequest(f"request body is not valid JSON: {e}", errors.JSON_INVALID) from None
-        return _from_json(doc, inputs, params)
+        return _from_json(doc, body, inputs, params, json_inputs)
     if ctype in ("text/plain", "application/octet-stream", "application/x-www-form-urlencoded", ""):
-        key, type_ = inputs[0]
-        return [_item(key, type_, body)]
+        key, type_ = _pick(inputs, "bytes" if ctype == "application/octet-stream" else "text")
+        desc = {"content_type": request.headers.get("Content-Type", "application/octet-stream")}
+        filename = _filename(request.headers.get("Content-Disposition"))
+        if filename is not None:
+            desc["filename"] = filename
+        return [_item(key, type_, body, desc)]
     raise errors.BadRequest(f"unsupported Content-Type {ctype}; use text/plain, application/json, "
                             "application/octet-stream or multipart/form-data", errors.INVALID_DATA)
 
 
-def _value(d: pb.ResponseData) -> Any:
+def _json_outputs(schema: dict[str, Any]) -> frozenset[str]:
+    """Text outputs declared ``format: json`` (``JsonBodyField`` on responseCls)."""
+    return frozenset(str(a["key"]) for a in (schema.get("fields") or {}).get("accepts") or []
+                     if a.get("format") == "json" and int(a.get("type", 0)) == 0)
+
+
+class RawJSON(bytes):
+    """JSON text the wrapper wrote, embedded into the answer as it is (numbers keep their spelling
+    and size: orjson would read a 30-digit integer as a float)."""
+
+
+def _value(d: pb.ResponseData, json_keys: frozenset[str] = frozenset()) -> Any:
     if d.type == 0:
+        if d.key in json_keys:
+            try:
+                orjson.loads(d.data)  # only checks that it is JSON
+                return RawJSON(d.data.strip())
+            except orjson.JSONDecodeError:
+                pass  # not JSON after all: the text, as for any text output
         try:
             return d.data.decode("utf-8")
         except UnicodeDecodeError:
@@ -127,15 +191,24 @@ async def handle_infer(request: web.Request) -> web.Response:
     sid = request["sid"] = new_sid()
     deadline = request_deadline(request, settings.deadline)
     params: dict[str, str] = dict(request.query)
-    items = await _read_items(request, _inputs(app[SCHEMA]), params)
+    items = await _read_items(request, _inputs(app[SCHEMA]), params, _json_inputs(app[SCHEMA]))
     app[VALIDATOR].check(params, dict(params), items)
     params["sid"] = sid
     resp = await app[POOL].once(pb.Request(tag=sid, params=params, list=items), deadline)
     if resp.ret:
         raise wrapper_failure(resp, settings.wrapper_error_status)
-    outputs = {d.key: _value(d) for d in resp.list}
+    json_keys = _json_outputs(app[SCHEMA])
+    outputs = {d.key: _value(d, json_keys) for d in resp.list}
     data = next(iter(outputs.values())) if len(outputs) == 1 else outputs
-    return web.Response(body=orjson.dumps({
-        "result": True, "data": data,
-        "metadata": {"duration": round((time.perf_counter() - started) * 1000, 3),
-                     "content_type": request.content_type, "sid": sid}}), content_type=JSON)
+    metadata = orjson.dumps({"duration": round((time.perf_counter() - started) * 1000, 3),
+                             "content_type": request.content_type, "sid": sid})
+    return web.Response(body=b'{"result":true,"data":' + _dump(data) + b',"metadata":' + metadata + b"}",
+                        content_type=JSON)
+
+
+def _dump(data: Any) -> bytes:
+    if isinstance(data, RawJSON):
+        return bytes(data)
+    if isinstance(data, dict) and any(isinstance(v, RawJSON) for v in data.values()):
+        return b"{" + b",".join(orjson.dumps(k) + b":" + _dump(v) for k, v in data.items()) + b"}"
+    return orjson.dumps(data)

@@ -45,7 +45,8 @@ def response_items(user_resp: Any) -> list[pb.ResponseData]:
 def to_response(user_resp: Any, tag: str, method: str, error_text: Callable[[int], str]) -> pb.Response:
     """Turn what a wrapper method returned into a proto ``Response``; failures get ``ret`` + ``msg``.
 
-    ``error_text(code)`` asks the wrapper's ``wrapperError`` for the message of ``response_err(code)``.
+    ``error_text(code)`` asks the wrapper's ``wrapperError`` for the message of ``response_err(code)``
+    unless the wrapper gave this response its own (``response_err(code, message)``).
     """
     if user_resp is None:
         return pb.Response(tag=tag, ret=errors.WRAPPER_EXEC,
@@ -55,7 +56,9 @@ def to_response(user_resp: Any, tag: str, method: str, error_text: Callable[[int
                            msg=f"{method} returned {type(user_resp).__name__}; return an aiges.dto.Response")
     code = int(getattr(user_resp, "error_code", 0) or 0)
     if code:
-        return pb.Response(tag=tag, ret=code, msg=error_text(code))
+        # response_err(code, message): the request's own message wins over wrapperError(code)
+        own = str(getattr(user_resp, "error_message", "") or "")
+        return pb.Response(tag=tag, ret=code, msg=own or error_text(code))
     try:
         items = response_items(user_resp)
     except (TypeError, ValueError) as e:
