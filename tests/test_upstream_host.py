@@ -8,12 +8,14 @@ from __future__ import annotations
 import json
 import os
 import queue
+import re
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -172,3 +174,148 @@ def test_write_returning_after_destroy_never_reads_for_the_handles_next_session(
         host.channel.close()
         host.proc.terminate()
         host.proc.wait(15)
+
+
+# ---- the schema bytes upstream's loader compiles -------------------------------------------
+# Upstream compiles `schemainput` with github.com/seeadoog/jsonschema, which rejects every keyword
+# it does not know (`example is unknown validator, path=$.parameter.svcName.ctrl`) and then exits.
+# This walker is a second opinion written apart from aiges/schema_compat.py: the JSON Schema
+# draft-07 validation keywords (draft-handrews-json-schema-validation-01 §6) in the form upstream's
+# parser also compiles them, plus the annotations `examples`, `title` and `description`, which it
+# skips (and which upstream's /openapi.json shows in its Swagger UI).  Anything else fails,
+# including draft-07 keywords that parser rejects or reads differently: exclusiveMinimum,
+# exclusiveMaximum, maxProperties, contains, propertyNames, patternProperties, additionalItems,
+# format (only its own format names), default (read as a switch branch), readOnly, writeOnly,
+# definitions, $ref, $id, and the OpenAPI/Swagger `example`.
+
+def _schema(v: object, where: str) -> list[str]:
+    return strict_problems(v, where)
+
+
+def _schemas(v: object, where: str) -> list[str]:
+    if not isinstance(v, list) or not v:
+        return [f"{where}: must be a non-empty array of schemas"]
+    return [p for i, s in enumerate(v) for p in strict_problems(s, f"{where}[{i}]")]
+
+
+def _schema_map(v: object, where: str) -> list[str]:
+    if not isinstance(v, dict):
+        return [f"{where}: must be an object of schemas"]
+    return [p for name, s in v.items() for p in strict_problems(s, f"{where}.{name}")]
+
+
+def _number(v: object) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def _count(v: object, where: str) -> list[str]:
+    ok = isinstance(v, int) and not isinstance(v, bool) and v >= 0
+    return [] if ok else [f"{where}: must be a non-negative integer, not {v!r}"]
+
+
+def _check(pred: Any, what: str) -> Any:
+    return lambda v, where: [] if pred(v) else [f"{where}: must be {what}, not {v!r}"]
+
+
+def _pattern(v: object, where: str) -> list[str]:
+    if not isinstance(v, str):
+        return [f"{where}: must be a string, not {v!r}"]
+    try:
+        re.compile(v)
+    except re.error as e:
+        return [f"{where}: not a regular expression ({e})"]
+    return []
+
+
+def _dependencies(v: object, where: str) -> list[str]:
+    if not isinstance(v, dict):
+        return [f"{where}: must be an object"]
+    out: list[str] = []
+    for name, dep in v.items():
+        if isinstance(dep, list):
+            out += [] if all(isinstance(x, str) for x in dep) else [f"{where}.{name}: must list property names"]
+        else:
+            out += strict_problems(dep, f"{where}.{name}")
+    return out
+
+
+TYPES = {"string", "integer", "number", "boolean", "object", "array"}  # one name: no "null", no lists
+STRICT = {
+    "type": _check(lambda v: isinstance(v, str) and v in TYPES, f"one of {sorted(TYPES)}"),
+    "enum": _check(lambda v: isinstance(v, list) and v, "a non-empty array"),
+    "const": lambda v, where: [],
+    "multipleOf": _check(lambda v: _number(v) and v > 0, "a number > 0"),
+    "maximum": _check(_number, "a number"),
+    "minimum": _check(_number, "a number"),
+    "maxLength": _count, "minLength": _count, "maxItems": _count, "minItems": _count, "minProperties": _count,
+    "pattern": _pattern,
+    "uniqueItems": _check(lambda v: isinstance(v, bool), "a boolean"),
+    "required": _check(lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v) and len(set(v)) == len(v),
+                       "an array of distinct strings"),
+    "properties": _schema_map,
+    "items": _schema,  # one schema (upstream's parser has no tuple form)
+    "additionalProperties": lambda v, where: [] if isinstance(v, bool) else strict_problems(v, where),
+    "anyOf": _schemas, "allOf": _schemas, "oneOf": _schemas,
+    "not": _schema, "if": _schema, "then": _schema, "else": _schema,
+    "dependencies": _dependencies,
+    "examples": _check(lambda v: isinstance(v, list), "an array"),
+    "title": _check(lambda v: isinstance(v, str), "a string"),
+    "description": _check(lambda v: isinstance(v, str), "a string"),
+}
+
+
+def strict_problems(node: object, where: str = "$") -> list[str]:
+    """Every keyword of a schema (and of its subschemas) that the strict set does not allow, or
+    whose value has the wrong shape, as `path.keyword: why`; [] for a schema upstream compiles."""
+    if not isinstance(node, dict):
+        return [f"{where}: a schema must be an object, not {node!r}"]
+    out: list[str] = []
+    for key, value in node.items():
+        check = STRICT.get(key)
+        out += check(value, f"{where}.{key}") if check else [f"{where}.{key}: unknown keyword"]
+    return out
+
+
+def test_strict_walker_is_strict() -> None:
+    """The walker itself: property names are free, keywords are not, values are checked."""
+    ok = {"type": "object", "required": ["default"], "properties": {
+        "default": {"type": "string", "examples": ["x"], "description": "a property named like a keyword"},
+        "example": {"type": "integer", "enum": [1, 2], "minimum": 0, "maximum": 9}}}
+    assert strict_problems(ok) == []
+    bad = {"type": "object", "properties": {
+        "a": {"type": "string", "example": "x"}, "b": {"type": "number", "exclusiveMinimum": 0},
+        "c": {"type": "string", "default": "d"}, "d": {"type": ["string", "null"]}, "e": {"maxLength": "9"},
+        "f": {"type": "array", "items": [{"type": "string"}]}, "g": {"type": "string", "format": "uri"}}}
+    assert [p.split(":")[0] for p in strict_problems(bad)] == [
+        "$.properties.a.example", "$.properties.b.exclusiveMinimum", "$.properties.c.default",
+        "$.properties.d.type", "$.properties.e.maxLength", "$.properties.f.items", "$.properties.g.format"]
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON (Go's encoding/json rejects it)")
+
+
+SCHEMA_WRAPPERS = [ROOT / "examples" / "demo"] + sorted(
+    p for p in WRAPPERS.iterdir() if (p / "wrapper.py").exists() and p.name != "import_fail")  # no schema by design
+
+
+@pytest.mark.parametrize("wrapper_dir", SCHEMA_WRAPPERS, ids=lambda p: p.name)
+def test_wrapper_schema_bytes_pass_a_strict_draft07_parser(wrapper_dir: Path, tmp_path: Path) -> None:
+    """Upstream's order: wrapperInit → wrapperSchema; the exact string our plugin sends is JSON
+    (no NaN/Infinity), `meta` has the serviceId and route(s) upstream reads, and `schemainput` /
+    `schemaoutput` use only the strict keywords above."""
+    host = Host(wrapper_dir, tmp_path)
+    try:
+        host.stub.wrapperInit(pb.InitRequest(config={"common.lic": "10"}), timeout=30)
+        data = host.stub.wrapperSchema(pb.SvcId(serviceId="svcName"), timeout=10).data
+    finally:
+        host.channel.close()
+        host.proc.terminate()
+        host.proc.wait(15)
+    doc = json.loads(data, parse_constant=_reject_constant)
+    meta = doc["meta"]
+    routes = meta["route"] if isinstance(meta["route"], list) else [meta["route"]]
+    assert isinstance(meta["serviceId"], str) and meta["serviceId"]
+    assert routes and all(isinstance(r, str) and r.startswith("/") for r in routes)
+    for part in ("schemainput", "schemaoutput"):
+        assert strict_problems(doc[part], f"$.{part}") == []
