@@ -17,7 +17,7 @@ from aiohttp.web_protocol import RequestPayloadError
 
 from aiges import errors
 from aiges.config import Settings
-from aiges.loader import auth, envelope
+from aiges.loader import auth, envelope, protocol
 from aiges.loader.metrics import Metrics
 from aiges.loader.once import handle_once, new_sid
 from aiges.loader.openapi import forget as forget_openapi
@@ -181,6 +181,7 @@ def refresh_service(app: web.Application, schema: dict[str, Any]) -> None:
 
 
 def create_app(settings: Settings, pool: WorkerPool, metrics_: Metrics, schema: dict[str, Any]) -> web.Application:
+    protocol.install()  # what aiohttp's HTTP parser rejects gets the error envelope too
     app = web.Application(middlewares=[envelope_errors], client_max_size=settings.max_body_size)
     app[SETTINGS] = settings
     app[POOL] = pool

@@ -86,7 +86,56 @@ def scalar_text(v: Any) -> str:
         return repr(v)
     if isinstance(v, int):
         return str(v)
-    return orjson.dumps(v).decode()
+    return dumps(v).decode()
+
+
+MAX_DEPTH = 255  # nesting levels a JSON value inside the envelope may have (orjson's encoder limit)
+
+
+class TooDeep(ValueError):
+    """A JSON value nested deeper than MAX_DEPTH levels (it cannot be passed on as JSON text)."""
+
+    def __init__(self) -> None:
+        super().__init__(f"JSON nested more than {MAX_DEPTH} levels deep")
+
+
+def dumps(v: Any) -> bytes:
+    """A parsed JSON value back to JSON text, numbers spelled as the client wrote them (orjson
+    takes neither NumberLiteral, a float subclass, nor integers beyond 64 bits); raises TooDeep
+    past MAX_DEPTH levels."""
+    try:
+        return orjson.dumps(v)
+    except TypeError:  # a NumberLiteral inside, or orjson's recursion limit
+        pass
+    parts: list[str] = []
+    _dump_into(v, parts, 0)
+    return "".join(parts).encode("utf-8")
+
+
+def _dump_into(v: Any, out: list[str], depth: int) -> None:
+    if isinstance(v, (dict, list)):
+        if depth >= MAX_DEPTH:
+            raise TooDeep()
+        if isinstance(v, dict):
+            out.append("{")
+            for i, (k, x) in enumerate(v.items()):
+                out.append("," if i else "")
+                out.append(orjson.dumps(str(k)).decode())
+                out.append(":")
+                _dump_into(x, out, depth + 1)
+            out.append("}")
+        else:
+            out.append("[")
+            for i, x in enumerate(v):
+                out.append("," if i else "")
+                _dump_into(x, out, depth + 1)
+            out.append("]")
+    elif isinstance(v, NumberLiteral):
+        out.append(v.text)
+    elif isinstance(v, int) and not isinstance(v, bool):  # Python's json reads any size, orjson writes 64 bits
+        out.append(str(v))
+    else:
+        out.append(orjson.dumps(v).decode())
 
 
 def loads(body: bytes | str) -> Any:
@@ -95,7 +144,10 @@ def loads(body: bytes | str) -> Any:
     so only when they hold a float is the body re-read keeping their spelling (NumberLiteral)."""
     doc = orjson.loads(body)
     if isinstance(doc, dict) and (_has_float(doc.get("parameter")) or _has_float(doc.get("header"))):
-        doc = json.loads(body, parse_float=NumberLiteral)
+        try:
+            doc = json.loads(body, parse_float=NumberLiteral)
+        except RecursionError:  # orjson reads any depth, Python's json ~1,000 levels
+            raise ValueError("JSON nested too deeply (about 1,000 levels or more)") from None
     return doc
 
 
@@ -131,6 +183,21 @@ def _b64(value: str) -> bytes:
     return base64.b64decode(value.replace("\r", "").replace("\n", ""), validate=True)
 
 
+def _text(path: str, v: Any) -> str:
+    """scalar_text of a request value, a 400 naming the value when it is nested too deeply."""
+    try:
+        return scalar_text(v)
+    except TooDeep as e:
+        raise errors.BadRequest(f"{path}: {e}", errors.JSON_INVALID) from None
+
+
+def _json_text(path: str, v: Any) -> str:
+    try:
+        return dumps(v).decode("utf-8")
+    except TooDeep as e:
+        raise errors.BadRequest(f"{path}: {e}", errors.JSON_INVALID) from None
+
+
 def _section(doc: dict[str, Any], name: str) -> dict[str, Any]:
     value = doc.get(name)
     if value is None:
@@ -150,7 +217,7 @@ def _expect(path: str, obj: dict[str, Any]) -> Expect:
             exp.type = DATA_FIELDS[v]
         elif k in EXPECT_ATTRS:
             if not isinstance(v, str):
-                raise errors.BadRequest(f"{path}.{k}: expected a string, got {scalar_text(v)!r} "
+                raise errors.BadRequest(f"{path}.{k}: expected a string, got {_text(path + '.' + k, v)!r} "
                                         f"(a JSON {json_type(v)})", errors.INVALID_PARAM)
             exp.attrs[k] = v
     return exp
@@ -178,7 +245,7 @@ def parse_payload_item(path: str, key: str, obj: Any) -> pb.RequestData:
             raise errors.BadRequest(f"{path}.{data_field}: invalid base64 ({e}); encode the data with standard "
                                     f"base64 (with padding)", errors.CONVERT_FAILED) from None
     elif isinstance(value, (dict, list)):
-        data = orjson.dumps(value)
+        data = _json_text(f"{path}.{data_field}", value).encode("utf-8")
     else:
         raise errors.BadRequest(f"{path}.{data_field}: expected a base64 string (or a JSON object/array), "
                                 f"got a JSON {json_type(value)}", errors.CONVERT_FAILED)
@@ -190,7 +257,7 @@ def parse_payload_item(path: str, key: str, obj: Any) -> pb.RequestData:
     if status_i not in (0, 1, 2, 3):
         raise errors.BadRequest(f"{path}.status: expected 0 (first), 1 (continue), 2 (last) or 3 (once); "
                                 f"got {status!r}", errors.INVALID_PARAM)
-    desc = {k: scalar_text(v) for k, v in obj.items() if k != data_field and k != "status"}
+    desc = {k: _text(f"{path}.{k}", v) for k, v in obj.items() if k != data_field and k != "status"}
     return pb.RequestData(key=key, data=data, len=len(data), type=DATA_FIELDS[data_field], status=status_i,
                           desc=desc)
 
@@ -206,7 +273,7 @@ def parse(doc: dict[str, Any], services: Sequence[str], header_pass: tuple[str, 
     header_in = _section(doc, "header")
     parameter = _section(doc, "parameter")
     payload = _section(doc, "payload")
-    header = {str(k): scalar_text(v) for k, v in header_in.items()}
+    header = {str(k): _text(f"header.{k}", v) for k, v in header_in.items()}
 
     params: dict[str, str] = {}
     raw: dict[str, Any] = {}
@@ -226,7 +293,7 @@ def parse(doc: dict[str, Any], services: Sequence[str], header_pass: tuple[str, 
             if isinstance(v, dict):
                 expect[k] = _expect(f"parameter.{svc}.{k}", v)
             elif isinstance(v, list):
-                params[k] = scalar_text(v)
+                params[k] = _text(f"parameter.{svc}.{k}", v)
                 raw[k] = v
             else:
                 params[k] = scalar_text(v)

@@ -32,7 +32,7 @@ from aiohttp.multipart import content_disposition_filename, parse_content_dispos
 
 from aiges import errors
 from aiges._pb import aiges_inner_pb2 as pb
-from aiges.loader.envelope import TYPE_NAMES
+from aiges.loader.envelope import TYPE_NAMES, TooDeep, dumps
 from aiges.loader.once import new_sid, request_deadline, wrapper_failure
 from aiges.loader.state import POOL, SCHEMA, SETTINGS, VALIDATOR
 
@@ -72,6 +72,13 @@ def _item(key: str, type_: int, data: bytes, desc: dict[str, str] | None = None)
     return pb.RequestData(key=key, data=data, len=len(data), type=type_, status=3, desc=desc)
 
 
+def _json_text(path: str, v: Any) -> bytes:
+    try:
+        return dumps(v)
+    except TooDeep as e:
+        raise errors.BadRequest(f"{path}: {e}", errors.JSON_INVALID) from None
+
+
 def _from_json(doc: Any, body: bytes, inputs: list[tuple[str, int]], params: dict[str, str],
                json_inputs: frozenset[str] = frozenset()) -> list[pb.RequestData]:
     declared = dict(inputs)
@@ -80,7 +87,8 @@ def _from_json(doc: Any, body: bytes, inputs: list[tuple[str, int]], params: dic
         extra = doc.get("params") or {}
         if not isinstance(extra, dict):
             raise errors.BadRequest("'params' must be a JSON object of parameters", errors.INVALID_DATA)
-        params.update({str(k): v if isinstance(v, str) else orjson.dumps(v).decode() for k, v in extra.items()})
+        params.update({str(k): v if isinstance(v, str) else _json_text(f"params.{k}", v).decode()
+                       for k, v in extra.items()})
         items = []
         for key, value in doc.items():
             if key == "params":
@@ -95,7 +103,7 @@ def _from_json(doc: Any, body: bytes, inputs: list[tuple[str, int]], params: dic
             elif isinstance(value, str):
                 data = value.encode("utf-8")
             else:
-                data = orjson.dumps(value)
+                data = _json_text(key, value)
             items.append(_item(key, type_, data, desc))
         return items
     key, type_ = _pick(inputs, "json", json_inputs)
@@ -110,24 +118,28 @@ async def _read_items(request: web.Request, inputs: list[tuple[str, int]],
     if ctype == "multipart/form-data":
         declared = dict(inputs)
         items = []
-        reader = await request.multipart()
-        while (part := await reader.next()) is not None:
-            if not isinstance(part, BodyPartReader):
-                raise errors.BadRequest("nested multipart bodies are not supported", errors.INVALID_DATA)
-            name = part.name or ""
-            data = await part.read()
-            desc = {"content_type": part.headers.get("Content-Type", "text/plain" if part.filename is None
-                                                     else "application/octet-stream")}
-            if part.filename is not None:
-                desc["filename"] = part.filename
-            if name in declared:
-                items.append(_item(name, declared[name], bytes(data), desc))
-            elif part.filename is not None:
-                raise errors.BadRequest(f"form part '{name}' is a file ({part.filename!r}) but no input is "
-                                        f"named '{name}'; this service's inputs are "
-                                        f"{', '.join(k for k, _ in inputs)}", errors.INVALID_DATA)
-            elif name:
-                params[name] = bytes(data).decode("utf-8", "replace")
+        try:
+            reader = await request.multipart()
+            while (part := await reader.next()) is not None:
+                if not isinstance(part, BodyPartReader):
+                    raise errors.BadRequest("nested multipart bodies are not supported", errors.INVALID_DATA)
+                name = part.name or ""
+                data = await part.read()  # aiohttp holds the parts to client_max_size (413)
+                desc = {"content_type": part.headers.get("Content-Type", "text/plain" if part.filename is None
+                                                         else "application/octet-stream")}
+                if part.filename is not None:
+                    desc["filename"] = part.filename
+                if name in declared:
+                    items.append(_item(name, declared[name], bytes(data), desc))
+                elif part.filename is not None:
+                    raise errors.BadRequest(f"form part '{name}' is a file ({part.filename!r}) but no input is "
+                                            f"named '{name}'; this service's inputs are "
+                                            f"{', '.join(k for k, _ in inputs)}", errors.INVALID_DATA)
+                elif name:
+                    params[name] = bytes(data).decode("utf-8", "replace")
+        except ValueError as e:  # aiohttp: no boundary, no starting boundary, a body cut off mid-part
+            raise errors.BadRequest(f"the multipart body is broken: {e}; send complete parts, each closed by "
+                                    f"the boundary of the Content-Type header", errors.INVALID_DATA) from None
         if not items:
             raise errors.BadRequest(f"no form part named like an input; expected one of "
                                     f"{', '.join(k for k, _ in inputs)}", errors.INVALID_DATA)

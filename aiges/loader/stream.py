@@ -68,15 +68,21 @@ class Channel(Protocol):
 
 
 class SessionSocket(web.WebSocketResponse):
-    """A WebSocket that answers a frame over the size limit with an error frame before aiohttp's
-    close 1009 (aiohttp closes from inside ``receive``, before the session could say why)."""
+    """A WebSocket that answers a frame over the size limit (close 1009) or a text frame that is
+    not UTF-8 (close 1007) with an error frame before aiohttp's close (aiohttp closes from inside
+    ``receive``, before the session could say why)."""
 
     sid = ""
 
     async def close(self, *, code: int = WSCloseCode.OK, message: bytes = b"", drain: bool = True) -> bool:
-        if code == WSCloseCode.MESSAGE_TOO_BIG and not self.closed:
+        err: errors.AigesError | None = None
+        if code == WSCloseCode.MESSAGE_TOO_BIG:
             err = errors.BodyTooLarge(f"frame larger than the limit of {self._max_msg_size / (1024 * 1024):.3g} MB "
                                       "([aiges] maxBodyMB); send smaller frames")
+        elif code == WSCloseCode.INVALID_TEXT:
+            err = errors.BadRequest("a text frame that is not valid UTF-8; send the JSON envelope as UTF-8 text",
+                                    errors.WS_BAD_JSON)
+        if err is not None and not self.closed:
             try:
                 await self.send_str(_error_frame(self.sid, err))
             except (ConnectionError, RuntimeError):
@@ -257,6 +263,11 @@ class Session:
                 await self.handle_frame(text)
             except errors.AigesError as e:
                 await self.fail(e)
+                return
+            except Exception as e:  # noqa: BLE001 - a bug of ours still ends the session with an error frame
+                logger.exception("session %s: unexpected error handling a frame", self.sid)
+                await self.fail(errors.InternalError(f"internal error ({type(e).__name__}); it is logged with "
+                                                     f"this sid"))
                 return
 
     async def run(self) -> None:
