@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.utils import ROOT, WRAPPERS, alive, child_pids, once_body, start_loader, wait_until, write_config
+from tests.utils import ROOT, WRAPPERS, Loader, alive, child_pids, http, once_body, start_loader, wait_until, write_config
 
 
 def body(ctrl: str = "ok", sleep: float = 0) -> dict:
@@ -252,3 +252,34 @@ def test_frozen_worker_is_detected_and_restarted(tmp_path: Path) -> None:
         except ProcessLookupError:
             pass
         loader.stop()
+
+
+def _helper_pid(loader: Loader) -> int:
+    status, _, resp = loader.post("/v1/svcName", once_body("spawner", {"text": {"text": "cGlkPw=="}}))
+    assert status == 200, resp
+    return int(resp["payload"]["result"]["text"])
+
+
+def test_no_wrapper_child_outlives_its_plugin(tmp_path: Path) -> None:
+    """A wrapper that starts a helper process: when its worker is killed -9 the loader ends the
+    helper with it (and the restarted worker starts a new one); when the loader is killed -9 the
+    orphaned plugin ends its helper on the way out; a normal stop ends it too."""
+    loader = start_loader(tmp_path, WRAPPERS / "spawner")
+    try:
+        helper = _helper_pid(loader)
+        [plugin] = loader.plugin_pids()
+        os.kill(plugin, signal.SIGKILL)
+        assert wait_until(lambda: not alive(helper), 3.0), "the helper outlived its killed worker"
+        assert wait_until(lambda: http("GET", loader.url + "/ready")[0] == 200, 15)
+        helper = _helper_pid(loader)
+        [plugin] = loader.plugin_pids()
+        os.kill(loader.pid, signal.SIGKILL)
+        loader.proc.wait()
+        assert wait_until(lambda: not alive(plugin) and not alive(helper), 3.0), \
+            "the plugin or its wrapper's helper outlived the killed loader"
+    finally:
+        loader.stop()
+    loader = start_loader(tmp_path / "again", WRAPPERS / "spawner")
+    helper = _helper_pid(loader)
+    assert loader.stop() == 0
+    assert wait_until(lambda: not alive(helper), 3.0), "the helper outlived a normal stop"

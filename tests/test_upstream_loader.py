@@ -302,9 +302,7 @@ class Wrapper(WrapperBase):
 
 @pytest.mark.parametrize("spawns", [
     pytest.param(False, id="image_stats"),
-    pytest.param(True, id="wrapper-with-a-child", marks=pytest.mark.xfail(strict=True, reason=(
-        "an orphaned plugin exits but leaves its wrapper's child processes running; the fix "
-        "belongs in aiges/plugin/server.py (end the plugin's own children on the way out)"))),
+    pytest.param(True, id="wrapper-with-a-child"),
 ])
 def test_loader_sigkill_takes_our_plugin_and_its_children_down(tmp_path: Path, spawns: bool) -> None:
     """Start → the process tree under the loader (our plugin, and a child its wrapper started) →

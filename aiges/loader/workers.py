@@ -270,6 +270,18 @@ class Worker:
                 self.proc.kill()
                 return
 
+    def kill_leftovers(self) -> None:
+        """After the plugin process is gone: SIGKILL what the wrapper started and left behind in
+        the plugin's process group (it was started in a session of its own, so the group is
+        only ever the plugin's and its children's).  A plugin that stops normally has already
+        stopped them itself; this is for a plugin killed -9 or crashed."""
+        if not self.pid:
+            return
+        try:
+            os.killpg(self.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
     def fail_inflight(self, reason: str) -> None:
         err = errors.WorkerUnavailable(reason)
         if self.lane is not None:
@@ -404,6 +416,7 @@ class Worker:
                 await proc.wait()
             except ProcessLookupError:
                 pass
+        self.kill_leftovers()
         await self.close_channel()
         for t in self._tasks:
             if not t.done():
@@ -468,6 +481,7 @@ class WorkerPool:
             except ProcessLookupError:
                 pass
             await w.proc.wait()
+        w.kill_leftovers()
         await w.close_channel()
 
     async def _supervise(self, w: Worker, failed_start: bool) -> None:
@@ -485,6 +499,7 @@ class WorkerPool:
                 if self.closing or w.state in ("stopping", "stopped"):
                     return
                 w.state = "dead"
+                w.kill_leftovers()
                 reason = f"plugin worker {w.name} (pid {w.pid}) exited with code {rc}"
                 logger.error("%s; failing %d in-flight call(s) and restarting", reason, len(w.inflight))
                 w.fail_inflight(reason)

@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable
 
 logger = logging.getLogger("aiges.plugin")
@@ -36,3 +37,54 @@ async def watch_parent(on_orphaned: Callable[[], None], interval: float = 0.25) 
             on_orphaned()
             return
         await asyncio.sleep(interval)
+
+
+def lead_process_group() -> None:
+    """Become the leader of our own process group, so the processes a wrapper starts (and does
+    not move elsewhere) can be found and stopped with us.  Our loader starts us in a new session
+    already; upstream's Go loader starts us in its own group, which we must never signal."""
+    try:
+        if os.getpgid(0) != os.getpid():
+            os.setpgid(0, 0)
+    except OSError:  # not allowed (a session leader elsewhere); nothing to clean up by group then
+        logger.debug("could not become a process-group leader")
+
+
+def _group_members(pgid: int, me: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == me:
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] != "Z":
+            found.append(int(entry))
+    return found
+
+
+def stop_children(grace: float) -> int:
+    """SIGTERM every other process of our process group (a wrapper's subprocesses), then SIGKILL
+    what is left after ``grace`` seconds: an orphaned plugin must not leave its model servers,
+    ffmpeg runs or ``sleep``s behind.  Only when we lead the group; returns how many were found."""
+    me = os.getpid()
+    if not sys.platform.startswith("linux") or os.getpgid(0) != me:
+        return 0
+    members = _group_members(me, me)
+    for pid in members:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    until = time.monotonic() + grace
+    while members and time.monotonic() < until:
+        time.sleep(0.02)
+        members = _group_members(me, me)
+    for pid in members:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return len(members)
