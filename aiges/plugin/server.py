@@ -172,7 +172,8 @@ class WrapperServicer(pb_grpc.WrapperServiceServicer):
         try:
             items = response_items(user_resp)
             code = int(getattr(user_resp, "error_code", 0) or 0)
-            resp = pb.Response(tag=tag, ret=code, list=items, msg=self.host.error_text(code) if code else "")
+            own = str(getattr(user_resp, "error_message", "") or "") if code else ""
+            resp = pb.Response(tag=tag, ret=code, list=items, msg=(own or self.host.error_text(code)) if code else "")
         except Exception as e:  # noqa: BLE001
             resp = pb.Response(tag=tag, ret=errors.WRAPPER_EXEC, msg=f"callback got an invalid Response: {e}")
         self.loop.call_soon_threadsafe(self._push, resp)
