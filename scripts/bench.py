@@ -1,23 +1,37 @@
-"""Bounded loopback benchmark of the aiges loader, measured against the two-process ceiling.
+"""Bounded loopback benchmark of the aiges loader, side by side with the ceiling and a peer engine.
 
 What it does, in one run (everything on 127.0.0.1, every loop bounded in time and count, every
 process it starts stopped by PID at the end, a hard time limit over the whole run):
 
-* once mode: starts a loader on a free port serving ``tests/wrappers/echo`` and the ceiling
-  prototype of ``../shared/bench/ceiling`` (its ``t_pb2`` generated into a temp dir), then
-  measures c=1 and c=32 load, the c=32 runs alternating ours / ceiling (A B A B ...) and quoting
-  the median of the per-pair ratios.  Load comes from ``wrk`` when it is installed (a C load
-  generator: it leaves the CPU to the servers on a 2-core box), else from an aiohttp client.
+* once mode, ``--job echo`` (default): a loader on a free port serving ``tests/wrappers/echo``,
+  the two-process ceiling prototype of ``../shared/bench/ceiling`` (its ``t_pb2`` generated into
+  a temp dir) and, with ``--peer mlserver``, MLServer 1.7.1 serving a custom echo runtime
+  (``scripts/bench_peers/mlserver_echo.py``) over the V2 protocol.  A c=1 run of each, then
+  ``--rounds`` rounds at c=32 interleaved (ours, ceiling, peer, ours, ceiling, peer, ...), and
+  the medians and per-round ratios.  Closed-loop load comes from ``wrk`` when it is installed (a C
+  load generator: it leaves the CPU to the servers on a 2-core box), else from an aiohttp client.
+* ``--job catboost``: the CatBoost tabular job of ``examples/catboost`` (its ``wrapper.py`` and
+  ``*.cbm`` model) when it is there, else a synthetic model of the same shape trained once with a
+  fixed seed (``scripts/bench_peers/catboost``); the peer serves the same model file with its
+  own CatBoost runtime (``mlserver-catboost``), one row per request as pandas-codec columns.
+  No ceiling: it only echoes.
+* ``--rate R[,R2...]``: open loop instead of the c=1/c=32 closed loop: requests are sent at fixed
+  times whatever the answers, latency counted from each request's scheduled time (no coordinated
+  omission), with the achieved rate, p50/p99/max, errors, and how late the client itself sent.
 * stream mode: a loader serving ``tests/wrappers/echo_stream``; 32 concurrent
   :class:`aiges.client.StreamSession` s, each sending one frame and awaiting its result before the
   next (so every frame's latency is send → result), opening new sessions until the time is up.
 
-Per run it also reports the CPU each process used per request (from /proc), which says at once
-whether the loader, the plugin or the load generator is the limit.  ``--profile DIR`` adds a
-py-spy run (loader and plugin) after the measurements and prints the hottest functions.
+The peer lives in its own venv outside the checkout (``~/.cache/aiges/bench/mlserver-venv``,
+made with pip on first use, reused after); it is never a dependency of aiges.  Per run the bench
+reports the CPU each process used per request (from /proc: loader + plugins for ours, the
+MLServer process tree for the peer), which says at once which process is the limit.
+``--profile DIR`` adds a py-spy run (loader and plugin) after the measurements.
 
-    scripts/bench                       # everything, ~10 s per measurement
-    scripts/bench --mode once --quick   # a 3 s smoke run
+    scripts/bench                                   # everything, ~10 s per measurement
+    scripts/bench --mode once --quick               # a 3 s smoke run
+    scripts/bench --mode once --peer mlserver --quick
+    scripts/bench --job catboost --peer mlserver --rate 300 --quick
 """
 from __future__ import annotations
 
@@ -25,6 +39,7 @@ import argparse
 import asyncio
 import base64
 import collections
+import functools
 import json
 import os
 import re
@@ -38,11 +53,12 @@ import sys
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -51,27 +67,56 @@ from aiges.client import ClientError, HttpClient, StreamSession  # noqa: E402
 
 # the ceiling prototype lives in shared/ beside the project's checkout (as CI lays it out)
 CEILING = Path(os.environ.get("AIGES_CEILING_DIR", str(ROOT.parent / "shared" / "bench" / "ceiling")))
+PEERS = ROOT / "scripts" / "bench_peers"
+# the peer's venv and the synthetic model: a cache outside the checkout, reused across runs
+CACHE = Path(os.environ.get("AIGES_BENCH_CACHE")
+             or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "aiges" / "bench")
 HOST = "127.0.0.1"
 SERVING = re.compile(r"serving \S+ on (http://127\.0\.0\.1:(\d+))")
 TEXT = b"hello aiges bench: a short text payload"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 TARGETS = {"rps_c32": 2500.0, "p50_c1_ms": 2.0, "ratio": 0.55, "frames_per_s": 3000.0}
 DEFAULT_ONCE_WRAPPER = ROOT / "tests" / "wrappers" / "echo"
+EXAMPLE_CATBOOST = ROOT / "examples" / "catboost"
+SYNTH_CATBOOST = PEERS / "catboost"
+SYNTH_MODEL_VERSION = "v1"  # bump when train_synth.py changes, so the cached model is retrained
+MLSERVER_VERSION = "1.7.1"
+MLSERVER_REQS = {"echo": [f"mlserver=={MLSERVER_VERSION}"],
+                 "catboost": [f"mlserver=={MLSERVER_VERSION}", f"mlserver-catboost=={MLSERVER_VERSION}"]}
 MAX_REQUESTS = 5_000_000  # a count bound on every Python load loop, on top of its time bound
+LOADGEN = "load generator"
+OPEN_DRAIN = 10.0  # seconds an open-loop run waits for its last answers (also each request's timeout)
 
 
 # ---------------------------------------------------------------- processes
+def _start_time(pid: int) -> int | None:
+    """The process's start time (clock ticks after boot), None when it is gone or a zombie."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return None if fields[0] == "Z" else int(fields[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 class Procs:
-    """Every process this run starts; all stopped by PID (TERM, then KILL) however the run ends."""
+    """Every process this run starts; all stopped by PID (TERM, then KILL) however the run ends.
+    Their children (plugins, a peer's workers) are adopted too: one still there once its parent
+    has stopped is stopped by PID, after checking it is the same process (its start time)."""
 
     def __init__(self) -> None:
         self.procs: list[subprocess.Popen[bytes]] = []
+        self.adopted: dict[int, tuple[int, int]] = {}  # pid -> (start time, parent pid)
 
     def start(self, args: list[str], log: Path, **kw: Any) -> subprocess.Popen[bytes]:
         with log.open("wb") as out:
             p = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, **kw)
         self.procs.append(p)
         return p
+
+    def adopt(self, pid: int, parent: int) -> None:
+        started = _start_time(pid)
+        if started is not None:
+            self.adopted[pid] = (started, parent)
 
     def stop(self, p: subprocess.Popen[bytes], grace: float = 10) -> None:
         if p.poll() is None:
@@ -81,10 +126,36 @@ class Procs:
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait(5)
+        self._stop_adopted([pid for pid, (_, parent) in self.adopted.items() if parent == p.pid])
+
+    def _stop_adopted(self, pids: list[int], grace: float = 3) -> None:
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            alive = [pid for pid in pids if _start_time(pid) == self.adopted[pid][0]]
+            for pid in alive:
+                try:
+                    os.kill(pid, sig)
+                except OSError:
+                    pass
+            deadline = time.monotonic() + grace
+            while alive and time.monotonic() < deadline:
+                alive = [pid for pid in alive if _start_time(pid) == self.adopted[pid][0]]
+                time.sleep(0.05)
+            if not alive:
+                break
+        for pid in pids:
+            self.adopted.pop(pid, None)
 
     def stop_all(self) -> None:
         for p in reversed(self.procs):
             self.stop(p)
+        self._stop_adopted(list(self.adopted))
+
+
+def _parent(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0
 
 
 def children(pid: int) -> list[int]:
@@ -97,6 +168,16 @@ def children(pid: int) -> list[int]:
             except (OSError, IndexError, ValueError):
                 continue
     return out
+
+
+def descendants(pid: int) -> list[int]:
+    out: list[int] = []
+    todo = [pid]
+    while todo and len(out) < 1000:
+        kids = children(todo.pop())
+        out += kids
+        todo += kids
+    return sorted(out)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -122,15 +203,25 @@ def post(url: str, body: bytes, timeout: float = 5) -> tuple[int, bytes]:
         return e.code, e.read()
 
 
+def get(url: str, timeout: float = 5) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
 @dataclass
 class Server:
-    """A server under load: its URL, the body one request sends, the PIDs whose CPU we account."""
+    """A server under load: its URL, the body one request sends, the PIDs whose CPU we account,
+    and one line saying what it does per request (printed beside the figures)."""
 
     name: str
     url: str
     body: bytes
     pids: dict[str, int]
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    does: str = ""
 
 
 def loader_config(wrapper_dir: Path, log_dir: Path, overrides: dict[str, dict[str, str]]) -> str:
@@ -174,6 +265,7 @@ def start_loader(procs: Procs, tmp: Path, name: str, wrapper_dir: Path, override
     pids = {"loader": p.pid}
     for i, c in enumerate(sorted(children(p.pid))):
         pids[f"plugin{i}" if i else "plugin"] = c
+        procs.adopt(c, p.pid)
     return Server(name, url, body, pids, [p])
 
 
@@ -199,11 +291,270 @@ def start_ceiling(procs: Procs, tmp: Path, timeout: float = 30) -> Server:
         try:
             status, raw = post(url, body, 2)
             if status == 200 and base64.b64encode(TEXT) in raw:
-                return Server("ceiling", url, body, {"front": front.pid, "plug": plug.pid}, [front, plug])
+                return Server("ceiling", url, body, {"front": front.pid, "plug": plug.pid}, [front, plug],
+                              "aiohttp front + grpc.aio plugin on a unix socket, orjson envelope, base64 text "
+                              "echoed; no SDK, validation, logs or metrics")
         except OSError:
             pass
         time.sleep(0.1)
     raise SystemExit(f"bench: the ceiling did not answer within {timeout:g}s")
+
+
+# ---------------------------------------------------------------- the peer: MLServer
+def _outside_checkout(path: Path) -> Path:
+    path = path.resolve()
+    if path == ROOT or ROOT in path.parents:
+        raise SystemExit(f"bench: the peer's cache {path} is inside the checkout; set AIGES_BENCH_CACHE elsewhere")
+    return path
+
+
+def ensure_mlserver(job: str) -> Path:
+    """MLServer (and its CatBoost runtime for that job) in a venv of its own under the cache, made
+    with pip on first use and reused after; a marker lists what was installed completely."""
+    venv = _outside_checkout(CACHE / "mlserver-venv")
+    marker = venv / "aiges-bench-installed.txt"
+    have = set(marker.read_text().split()) if marker.exists() else set()
+    want = MLSERVER_REQS[job]
+    python = venv / "bin" / "python"
+    if set(want) <= have and (venv / "bin" / "mlserver").exists():
+        return venv
+    if not python.exists():
+        venv.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+    print(f"installing {' '.join(want)} into {venv} (once; later runs reuse it) ...", flush=True)
+    t0 = time.monotonic()
+    r = subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *want],
+                       capture_output=True, text=True, timeout=1800)
+    if r.returncode != 0:
+        raise SystemExit(f"bench: pip could not install {' '.join(want)} into {venv}:\n"
+                         f"{(r.stdout + r.stderr)[-3000:]}")
+    marker.write_text("\n".join(sorted(have | set(want))) + "\n")
+    print(f"  installed in {time.monotonic() - t0:.0f} s", flush=True)
+    return venv
+
+
+def v2_echo_body() -> bytes:
+    return json.dumps({"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES",
+                                   "data": [TEXT.decode()]}]}).encode()
+
+
+def v2_row_body(record: dict[str, Any], names: list[str], categorical: set[int]) -> bytes:
+    """One tabular row as the V2 protocol carries it for MLServer's pandas codec: one input per
+    column, in the model's feature order (CatBoost reads a DataFrame by position), numbers as FP64,
+    categorical values as BYTES strings."""
+    inputs = []
+    for i, name in enumerate(names):
+        if i in categorical:
+            inputs.append({"name": name, "shape": [1], "datatype": "BYTES", "data": [str(record[name])],
+                           "parameters": {"content_type": "str"}})
+        else:
+            inputs.append({"name": name, "shape": [1], "datatype": "FP64", "data": [float(record[name])]})
+    return json.dumps({"parameters": {"content_type": "pd"}, "inputs": inputs}).encode()
+
+
+def start_mlserver(procs: Procs, tmp: Path, venv: Path, job: Job, overrides: dict[str, Any],
+                   timeout: float = 120) -> Server:
+    """``mlserver start`` on a model repository in tmp: settings.json with ``parallel_workers: 0``
+    (inference in the server process itself) on free loopback ports, one model folder."""
+    root = tmp / "mlserver"
+    name = job.name
+    mdir = root / name
+    mdir.mkdir(parents=True)
+    http_port, grpc_port, metrics_port = free_port(), free_port(), free_port()
+    settings: dict[str, Any] = {"parallel_workers": 0, "host": HOST, "http_port": http_port,
+                                "grpc_port": grpc_port, "metrics_port": metrics_port}
+    settings.update({k: v for k, v in overrides.items() if not k.startswith("model.")})
+    model_over = {k.split(".", 1)[1]: v for k, v in overrides.items() if k.startswith("model.")}
+    (root / "settings.json").write_text(json.dumps(settings, indent=2))
+    if job.name == "echo":
+        shutil.copy(PEERS / "mlserver_echo.py", mdir / "mlserver_echo.py")
+        model: dict[str, Any] = {"name": name, "implementation": "mlserver_echo.EchoModel"}
+        body = v2_echo_body()
+        runtime = "custom echo runtime (mlserver_echo.EchoModel: StringCodec decode, encode back)"
+        sent = "BYTES input 'text' (the same text)"
+    else:
+        assert job.model and job.record is not None
+        model = {"name": name, "implementation": "mlserver_catboost.CatboostModel",
+                 "parameters": {"uri": str(job.model)}}
+        body = v2_row_body(job.record, job.features, job.categorical)
+        runtime = "stock CatBoost runtime (mlserver_catboost.CatboostModel: model.predict -> class label)"
+        sent = f"the same record as {len(job.features)} pandas-codec columns (FP64 numbers, BYTES categories)"
+    model.update(model_over)
+    (mdir / "model-settings.json").write_text(json.dumps(model, indent=2))
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    log = root / "mlserver.out"
+    p = procs.start([str(venv / "bin" / "mlserver"), "start", str(root)], log, cwd=root, env=env)
+    base = f"http://{HOST}:{settings['http_port']}"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if p.poll() is not None:
+            raise SystemExit(f"bench: mlserver exited with {p.returncode}:\n{log.read_text(errors='replace')[-3000:]}")
+        try:
+            if get(f"{base}/v2/models/{name}/ready", 2)[0] == 200:
+                break
+        except OSError:
+            pass
+        time.sleep(0.2)
+    else:
+        raise SystemExit(f"bench: mlserver did not load {name} within {timeout:g}s:\n"
+                         f"{log.read_text(errors='replace')[-3000:]}")
+    pids = {"mlserver": p.pid}
+    for i, c in enumerate(descendants(p.pid)):
+        pids[f"child{i}"] = c
+        procs.adopt(c, p.pid)
+    workers = settings.get("parallel_workers")
+    access = "access log on" if settings.get("debug", True) else "access log off"
+    batch = int(model.get("max_batch_size") or 0)
+    if batch > 1:
+        access += f", adaptive batching up to {batch} in {model.get('max_batch_time', 0)} s"
+    does = (f"MLServer {MLSERVER_VERSION} (uvicorn + FastAPI, parallel_workers {workers}, {access}), "
+            f"V2 POST /v2/models/{name}/infer with {sent}, {runtime}, V2 JSON answer")
+    return Server("mlserver", f"{base}/v2/models/{name}/infer", body, pids, [p], does)
+
+
+# ---------------------------------------------------------------- jobs
+@dataclass
+class Job:
+    """What is served: ``echo`` or ``catboost``, our wrapper, the model file and the row it gets."""
+
+    name: str
+    wrapper: Path
+    note: str = ""
+    model: Path | None = None
+    overrides: dict[str, dict[str, str]] = field(default_factory=dict)
+    record: dict[str, Any] | None = None
+    features: list[str] = field(default_factory=list)
+    categorical: set[int] = field(default_factory=set)
+
+
+def _cbm(d: Path) -> Path | None:
+    found = sorted(d.glob("*.cbm")) if d.is_dir() else []
+    return found[0].resolve() if found else None
+
+
+def synth_model() -> Path:
+    """The synthetic CatBoost model, trained once into the cache (fixed seed), reused after."""
+    out = _outside_checkout(CACHE / f"catboost-synth-{SYNTH_MODEL_VERSION}")
+    model = out / "model.cbm"
+    if not model.exists():
+        print(f"training the synthetic CatBoost model into {out} (once) ...", flush=True)
+        r = subprocess.run([sys.executable, str(SYNTH_CATBOOST / "train_synth.py"), str(out)],
+                           capture_output=True, text=True, timeout=600)
+        if r.returncode != 0 or not model.exists():
+            raise SystemExit(f"bench: training the synthetic model failed:\n{(r.stdout + r.stderr)[-3000:]}")
+    return model
+
+
+def _is_catboost(d: Path) -> bool:
+    try:
+        return _cbm(d) is not None or "catboost" in (d / "wrapper.py").read_text(errors="replace").lower()
+    except OSError:
+        return False
+
+
+def resolve_job(job: str | None, wrapper: Path | None, model: Path | None) -> Job:
+    """``--job`` / ``--wrapper`` / ``--model`` → the job.  Without ``--job`` a wrapper directory
+    holding a ``*.cbm`` model (or a wrapper.py that names catboost) is the catboost job.  The
+    catboost job prefers examples/catboost (its wrapper; its model.cbm, which that wrapper trains
+    on its first start) and falls back to the bench's synthetic one while that is not there."""
+    if job is None:
+        job = "catboost" if wrapper is not None and _is_catboost(wrapper) else "echo"
+    if job == "echo":
+        return Job("echo", (wrapper or DEFAULT_ONCE_WRAPPER).resolve())
+    if wrapper is not None:
+        return Job("catboost", wrapper.resolve(), f"wrapper {wrapper}", model.resolve() if model else None)
+    if (EXAMPLE_CATBOOST / "wrapper.py").exists() and (EXAMPLE_CATBOOST / "train.py").exists():
+        return Job("catboost", EXAMPLE_CATBOOST, "examples/catboost (its wrapper.py and model)",
+                   model.resolve() if model else None)
+    found = model.resolve() if model else synth_model()
+    return Job("catboost", SYNTH_CATBOOST, f"the bench's synthetic CatBoost model {found} and wrapper "
+               "scripts/bench_peers/catboost (examples/catboost is not there yet); the same shape: "
+               "10 fields, numeric and categorical strings", found,
+               {"wrapper": {"model_path": json.dumps(str(found))}})
+
+
+def declared_request(ours: Server) -> dict[str, Any]:
+    """The once request built from the wrapper's declared test values, as our OpenAPI shows it."""
+    status, raw = get(ours.url.rsplit("/v1/", 1)[0] + "/openapi.json")
+    try:
+        doc = json.loads(raw)
+        return dict(doc["components"]["requestBodies"]["OnceRequest"]["content"]["application/json"]
+                    ["examples"]["test_values"]["value"])
+    except (ValueError, KeyError, TypeError):
+        raise SystemExit(f"bench: no declared example request in our /openapi.json ({status})") from None
+
+
+def prepare_catboost(job: Job, ours: Server) -> None:
+    """Our request is the wrapper's declared test request; its one JSON record is the row both
+    engines get.  The model's feature order and categorical columns come from the model file."""
+    from catboost import CatBoostClassifier
+
+    job.model = job.model or _cbm(job.wrapper)  # examples/catboost trains its model.cbm on its first start
+    if job.model is None or not job.model.exists():
+        raise SystemExit(f"bench: no CatBoost model for the peer: none in {job.wrapper}; pass --model FILE")
+    if str(job.model) not in job.note:
+        job.note += f", model {job.model}"
+    request = declared_request(ours)
+    texts = [v.get("text") for v in (request.get("payload") or {}).values() if isinstance(v, dict)]
+    record = None
+    if len(texts) == 1 and isinstance(texts[0], str):
+        try:
+            record = json.loads(base64.b64decode(texts[0]))
+        except ValueError:
+            record = None
+    if not isinstance(record, dict):
+        raise SystemExit(f"bench: the catboost wrapper's declared request does not carry one JSON record: "
+                         f"{json.dumps(request)[:400]}")
+    cb = CatBoostClassifier()
+    cb.load_model(str(job.model))
+    job.features = list(cb.feature_names_)
+    job.categorical = set(cb.get_cat_feature_indices())
+    missing = [n for n in job.features if n not in record]
+    if missing:
+        raise SystemExit(f"bench: the declared record lacks the model's fields {missing}: {record}")
+    job.record = record
+    ours.body = json.dumps(request).encode()
+    row = [record[n] for n in job.features]
+    job.note += f"; reference p(positive) for the record, in-process: {float(cb.predict_proba([row])[0][1]):.6f}"
+
+
+def check_answers(job: Job, servers: list[Server]) -> list[str]:
+    """One request to each system before measuring: the answer is right, and says what it is."""
+    lines = []
+    for s in servers:
+        status, raw = post(s.url, s.body, 30)
+        if status != 200:
+            raise SystemExit(f"bench: {s.name} answers the benchmark request with HTTP {status}: {raw[:600]!r}")
+        text = raw.decode(errors="replace")
+        if job.name == "echo":
+            if TEXT.decode() not in text and base64.b64encode(TEXT).decode() not in text:
+                raise SystemExit(f"bench: {s.name} did not echo the text: {text[:400]}")
+            lines.append(f"  {s.name:8s} answers {len(raw)} bytes, the text echoed")
+        elif s.name == "mlserver":
+            lines.append(f"  {s.name:8s} answers {_mlserver_label(raw)}")
+        else:
+            lines.append(f"  {s.name:8s} answers {_catboost_answer(raw)}")
+    return lines
+
+
+def _mlserver_label(raw: bytes) -> str:
+    try:
+        out = json.loads(raw)["outputs"][0]
+        return f"output {out['name']!r} = {out['data']} (a class label; the stock runtime has no probabilities)"
+    except (ValueError, KeyError, IndexError, TypeError):
+        return raw.decode(errors="replace")[:300]
+
+
+def _catboost_answer(raw: bytes) -> str:
+    try:
+        payload = json.loads(raw)["payload"]
+        for item in payload.values():
+            text = item.get("text")
+            if isinstance(text, str) and "positive" in text:
+                return f"{text} (label {int(json.loads(text)['body']['positive'] > 0.5)})"
+    except (ValueError, KeyError, TypeError, AttributeError):
+        pass
+    return raw.decode(errors="replace")[:300]
 
 
 # ---------------------------------------------------------------- once load
@@ -221,6 +572,7 @@ class Run:
     cpu_ms_per_req: dict[str, float] = field(default_factory=dict)
     other_cpu_pct: float = 0.0
     steal_pct: float = 0.0
+    batch_mean: float | None = None  # ours: requests per batch handed to a worker
 
 
 def _machine_busy() -> tuple[float, float]:
@@ -252,7 +604,7 @@ class CpuMeter:
         r = resource.getrusage(self.who)
         busy, steal = _machine_busy()
         used = {k: cpu_seconds(pid) - self.procs[k] for k, pid in self.server.pids.items()}
-        used["load generator"] = (r.ru_utime - self.rusage.ru_utime) + (r.ru_stime - self.rusage.ru_stime)
+        used[LOADGEN] = (r.ru_utime - self.rusage.ru_utime) + (r.ru_stime - self.rusage.ru_stime)
         other = max(0.0, (busy - self.busy) - sum(used.values()))
         per_unit = {k: round(1000 * v / max(units, 1), 3) for k, v in used.items()}
         return per_unit, round(100 * other / elapsed, 1), round(100 * (steal - self.steal) / elapsed, 1)
@@ -348,6 +700,38 @@ def new_loop() -> asyncio.AbstractEventLoop:
 
 def load(server: Server, conc: int, seconds: float, tool: str, tmp: Path) -> Run:
     return run_wrk(server, conc, seconds, tmp) if tool == "wrk" else run_python(server, conc, seconds)
+
+
+M = TypeVar("M", "Run", "OpenRun")
+
+
+def batch_counts(server: Server) -> tuple[float, float] | None:
+    """Our loader's ``aiges_batch_size`` histogram (sum, count) from /metrics; None elsewhere."""
+    if server.name != "ours":
+        return None
+    try:
+        text = get(server.url.rsplit("/v1/", 1)[0] + "/metrics", 5)[1].decode(errors="replace")
+    except OSError:
+        return None
+    found = dict(re.findall(r"^aiges_batch_size_(sum|count)(?:\{\})? (\S+)$", text, re.M))
+    try:
+        return float(found["sum"]), float(found["count"])
+    except (KeyError, ValueError):
+        return None
+
+
+def with_batches(server: Server, measure: Callable[[], M]) -> M:
+    """Run one measurement; for ours, note the mean batch size the loader handed to its workers."""
+    before = batch_counts(server)
+    run = measure()
+    after = batch_counts(server) if before else None
+    if before and after and after[1] > before[1]:
+        run.batch_mean = round((after[0] - before[0]) / (after[1] - before[1]), 2)
+    return run
+
+
+def fmt_batch(mean: float | None) -> str:
+    return f"  batch {mean:.1f}" if mean is not None else ""
 
 
 # ---------------------------------------------------------------- streaming load
@@ -530,36 +914,366 @@ def machine_state(sample: float = 1.0) -> list[str]:
     return lines
 
 
+def server_cpu(per_unit: dict[str, float]) -> float:
+    """CPU ms per request of the system under test: all its processes, not the load generator."""
+    return sum(v for k, v in per_unit.items() if k != LOADGEN)
+
+
 def fmt_cpu(per_unit: dict[str, float], other: float, steal: float) -> str:
     cpu = ", ".join(f"{k} {v:.3f}" for k, v in per_unit.items())
-    return f"{cpu}; other processes {other:.0f}% of a core" + (f", steal {steal:.0f}%" if steal >= 1 else "")
+    return (f"{server_cpu(per_unit):.3f} ({cpu}); other processes {other:.0f}% of a core"
+            + (f", steal {steal:.0f}%" if steal >= 1 else ""))
 
 
 def fmt_run(r: Run) -> str:
     return (f"  {r.server:8s} c={r.concurrency:<3d} {r.rps:9.0f} req/s  p50 {r.p50_ms:7.2f} ms  p99 {r.p99_ms:7.2f} ms"
-            f"  errors {r.errors:<4d} n={r.requests:<7d} CPU ms/req: "
+            f"  errors {r.errors:<4d} n={r.requests:<7d}{fmt_batch(r.batch_mean)} CPU ms/req: "
             f"{fmt_cpu(r.cpu_ms_per_req, r.other_cpu_pct, r.steal_pct)}")
+
+
+# ---------------------------------------------------------------- open loop
+@dataclass
+class OpenRun:
+    """One open-loop run: requests due at fixed times (``rate`` per second) whatever the answers;
+    latency counted from each request's due time, so a stall shows in every request behind it."""
+
+    server: str
+    rate: float
+    seconds: float
+    scheduled: int
+    sent: int
+    ok: int
+    errors: int
+    achieved_rps: float
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+    late_p50_ms: float
+    late_p99_ms: float
+    late_max_ms: float
+    cpu_ms_per_req: dict[str, float] = field(default_factory=dict)
+    other_cpu_pct: float = 0.0
+    steal_pct: float = 0.0
+    error_kinds: dict[str, int] = field(default_factory=dict)
+    batch_mean: float | None = None
+
+
+class _OpenConn(asyncio.Protocol):
+    """One keep-alive HTTP/1.1 connection of the open-loop client: writes the prepared request,
+    reads one response (status line + Content-Length body), hands itself back to the pool."""
+
+    def __init__(self, pool: _OpenPool) -> None:
+        self.pool = pool
+        self.transport: asyncio.Transport | None = None
+        self.buf = bytearray()
+        self.due: float | None = None  # the due time of the request in flight, None when idle
+        self.need = -1
+        self.status = 0
+        self.close_after = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports only quack like one
+        self.pool.on_ready(self)
+
+    def send(self, due: float) -> None:
+        assert self.transport is not None
+        self.due, self.need = due, -1
+        self.buf.clear()
+        self.transport.write(self.pool.request)
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        if self.need < 0:
+            end = self.buf.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            head = bytes(self.buf[:end]).lower()
+            at = head.find(b"\ncontent-length:")
+            try:
+                self.status = int(head[9:12])
+                eol = head.find(b"\r", at + 1)
+                self.need = end + 4 + int(head[at + 16:eol if eol >= 0 else len(head)])
+            except ValueError:
+                self.need = -1
+            if at < 0 or self.need < 0:
+                self.pool.fail(self, "unreadable response (no Content-Length)")
+                return
+            self.close_after = b"\nconnection: close" in head
+        if len(self.buf) >= self.need and self.due is not None:
+            self.pool.done(self, self.due, self.status)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.pool.lost(self)
+
+
+class _OpenPool:
+    """The open-loop client: requests are submitted at their due times; each goes out on an idle
+    connection at once, else waits for one (a new connection is opened up to ``max_conns``), so
+    the wait for a connection is part of its latency.  Callbacks only: no task per request, which
+    keeps the client's own CPU small on a 2-core machine."""
+
+    def __init__(self, url: str, body: bytes, max_conns: int) -> None:
+        parsed = urllib.parse.urlsplit(url)
+        self.host, self.port = parsed.hostname or HOST, parsed.port or 80
+        self.request = (f"POST {parsed.path or '/'} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
+                        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
+        self.max_conns = max_conns
+        self.conns: set[_OpenConn] = set()
+        self.idle: list[_OpenConn] = []
+        self.connecting = 0
+        self.queue: collections.deque[float] = collections.deque()
+        self.latencies: list[float] = []
+        self.late: list[float] = []
+        self.kinds: collections.Counter[str] = collections.Counter()
+        self.outstanding = 0
+        self.last_answer = 0.0
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    def submit(self, due: float, now: float) -> None:
+        self.late.append(now - due)
+        self.outstanding += 1
+        if self.idle:
+            self.idle.pop().send(due)
+            return
+        self.queue.append(due)
+        self._grow()
+
+    def _grow(self) -> None:
+        if self.queue and len(self.conns) + self.connecting < self.max_conns:
+            self.connecting += 1
+            task = asyncio.get_running_loop().create_task(self._connect())
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+
+    async def _connect(self) -> None:
+        try:
+            await asyncio.get_running_loop().create_connection(lambda: _OpenConn(self), self.host, self.port)
+        except OSError as e:
+            self.connecting -= 1
+            if self.queue and not self.conns:  # nothing else will ever take it
+                self.queue.popleft()
+                self._error(f"connect: {type(e).__name__}")
+
+    def on_ready(self, c: _OpenConn) -> None:
+        self.connecting -= 1
+        self.conns.add(c)
+        self._next(c)
+
+    def _next(self, c: _OpenConn) -> None:
+        if self.queue:
+            c.send(self.queue.popleft())
+        else:
+            c.due = None
+            self.idle.append(c)
+
+    def _error(self, kind: str) -> None:
+        self.outstanding -= 1
+        self.kinds[kind] += 1
+
+    def done(self, c: _OpenConn, due: float, status: int) -> None:
+        self.last_answer = now = time.perf_counter()
+        self.outstanding -= 1
+        if status == 200:
+            self.latencies.append(now - due)
+        else:
+            self.kinds[f"HTTP {status}"] += 1
+        c.due = None
+        if c.close_after and c.transport is not None:
+            c.transport.close()
+        else:
+            self._next(c)
+
+    def fail(self, c: _OpenConn, kind: str) -> None:
+        if c.due is not None:
+            c.due = None
+            self._error(kind)
+        if c.transport is not None:
+            c.transport.abort()
+
+    def lost(self, c: _OpenConn) -> None:
+        self.conns.discard(c)
+        if c in self.idle:
+            self.idle.remove(c)
+        if c.due is not None:
+            c.due = None
+            self._error("connection lost")
+        self._grow()
+
+    def expire(self, now: float) -> None:
+        """Requests older than the drain time are errors (timeout); their connections are dropped."""
+        for c in list(self.conns):
+            if c.due is not None and now - c.due > OPEN_DRAIN:
+                self.fail(c, "timeout")
+        while self.queue and now - self.queue[0] > OPEN_DRAIN:
+            self.queue.popleft()
+            self._error("timeout (no connection)")
+
+    def close(self) -> None:
+        for c in list(self.conns):
+            if c.transport is not None:
+                c.transport.abort()
+        for task in self.tasks:
+            task.cancel()
+
+
+async def _open_load(server: Server, rate: float, seconds: float, conns: int) -> dict[str, Any]:
+    n = max(1, min(int(rate * seconds), MAX_REQUESTS))
+    interval = 1.0 / rate
+    pool = _OpenPool(server.url, server.body, conns)
+    t0 = time.perf_counter() + 0.05
+    give_up = t0 + seconds + 1.0  # a client this far behind stops sending; the rest counts as not sent
+    next_sweep = t0 + 0.1
+    i = 0
+    try:
+        while i < n:
+            now = time.perf_counter()
+            if now > give_up:
+                break
+            if now >= next_sweep:
+                pool.expire(now)
+                next_sweep = now + 0.1
+            due = t0 + i * interval
+            if due > now:
+                await asyncio.sleep(min(due - now, 0.1))
+                continue
+            while i < n and t0 + i * interval <= now:  # everything due by now, each with its own due time
+                pool.submit(t0 + i * interval, now)
+                i += 1
+        drain_until = time.perf_counter() + OPEN_DRAIN + 1
+        while pool.outstanding > 0 and time.perf_counter() < drain_until:
+            await asyncio.sleep(0.01)
+            pool.expire(time.perf_counter())
+        if pool.outstanding > 0:
+            pool.kinds["unfinished"] += pool.outstanding
+    finally:
+        pool.close()
+        await asyncio.sleep(0)
+    if i < n:
+        pool.kinds["not sent (client behind)"] += n - i
+    return {"scheduled": n, "sent": i, "latencies": pool.latencies, "late": pool.late, "kinds": dict(pool.kinds),
+            "elapsed": max(pool.last_answer - t0, 1e-6)}
+
+
+def run_open(server: Server, rate: float, seconds: float, conns: int) -> OpenRun:
+    meter = CpuMeter(server, "self")
+    res = new_loop().run_until_complete(
+        asyncio.wait_for(_open_load(server, rate, seconds, conns), seconds + OPEN_DRAIN + 30))
+    lat = sorted(res["latencies"])
+    late = sorted(res["late"])
+    errors = sum(res["kinds"].values())
+    cpu, other, steal = meter.stop(len(lat) + errors)
+    return OpenRun(server.name, rate, round(res["elapsed"], 2), res["scheduled"], res["sent"], len(lat), errors,
+                   len(lat) / res["elapsed"], 1000 * percentile(lat, 50), 1000 * percentile(lat, 99),
+                   1000 * (lat[-1] if lat else float("nan")), 1000 * percentile(late, 50),
+                   1000 * percentile(late, 99), 1000 * (late[-1] if late else float("nan")),
+                   cpu, other, steal, res["kinds"])
+
+
+def fmt_open(r: OpenRun) -> str:
+    kinds = (" (" + ", ".join(f"{k} {v}" for k, v in r.error_kinds.items()) + ")") if r.error_kinds else ""
+    return (f"  {r.server:8s} {r.rate:6.0f}/s offered {r.achieved_rps:7.0f}/s answered  p50 {r.p50_ms:7.2f}"
+            f"  p99 {r.p99_ms:7.2f}  max {r.max_ms:7.2f} ms  errors {r.errors}{kinds}  client late p50/p99/max "
+            f"{r.late_p50_ms:.2f}/{r.late_p99_ms:.2f}/{r.late_max_ms:.2f} ms  n={r.ok}{fmt_batch(r.batch_mean)}  CPU ms/req: "
+            f"{fmt_cpu(r.cpu_ms_per_req, r.other_cpu_pct, r.steal_pct)}")
+
+
+# ---------------------------------------------------------------- summaries
+def _med(xs: list[float]) -> float:
+    return statistics.median(xs) if xs else float("nan")
+
+
+def summarize_closed(runs: dict[str, list[Run]]) -> list[str]:
+    ours = runs.get("ours", [])
+    n = max((len(v) for v in runs.values()), default=0)
+    lines = [f"summary at c=32, medians of {n} interleaved round(s); CPU = the system's own processes:",
+             f"  {'system':8s} {'req/s':>7s} {'p50 ms':>8s} {'p99 ms':>8s} {'CPU ms/req':>10s}  ours/system per round"]
+    for name, rs in runs.items():
+        ratios = [a.rps / b.rps for a, b in zip(ours, rs, strict=False) if b.rps]
+        ratio = ("-" if name == "ours" else
+                 f"{_med(ratios):.2f} ({', '.join(f'{x:.2f}' for x in ratios)})" if ratios else "n/a")
+        lines.append(f"  {name:8s} {_med([r.rps for r in rs]):7.0f} {_med([r.p50_ms for r in rs]):8.2f} "
+                     f"{_med([r.p99_ms for r in rs]):8.2f} {_med([server_cpu(r.cpu_ms_per_req) for r in rs]):10.3f}"
+                     f"  {ratio}")
+    return lines
+
+
+def summarize_open(rate: float, runs: dict[str, list[OpenRun]]) -> list[str]:
+    n = max((len(v) for v in runs.values()), default=0)
+    lines = [f"summary, open loop at {rate:g} req/s offered, medians of {n} interleaved round(s) "
+             f"(max and errors over all rounds):",
+             f"  {'system':8s} {'answered/s':>10s} {'p50 ms':>8s} {'p99 ms':>8s} {'max ms':>8s} {'errors':>6s} "
+             f"{'late p99':>8s} {'CPU ms/req':>10s}"]
+    for name, rs in runs.items():
+        lines.append(f"  {name:8s} {_med([r.achieved_rps for r in rs]):10.0f} {_med([r.p50_ms for r in rs]):8.2f} "
+                     f"{_med([r.p99_ms for r in rs]):8.2f} {max((r.max_ms for r in rs), default=0):8.2f} "
+                     f"{sum(r.errors for r in rs):6d} {_med([r.late_p99_ms for r in rs]):8.2f} "
+                     f"{_med([server_cpu(r.cpu_ms_per_req) for r in rs]):10.3f}")
+    late = max((r.late_p99_ms for rs in runs.values() for r in rs), default=0.0)
+    if late > 2.0:
+        lines.append(f"  note: the client sent up to {late:.1f} ms late (p99 of its worst run; other load on the "
+                     "machine counts too): these latencies include that delay")
+    return lines
+
+
+def batching_note(ours: list[Run] | list[OpenRun], peer_settings: dict[str, Any], peer: Path | None) -> list[str]:
+    """Ours batches when the wrapper asks for it; say so when the peer was left without batching."""
+    means = [r.batch_mean for r in ours if r.batch_mean is not None]
+    if not means or max(means) < 1.5:
+        return []
+    line = f"  note: ours handed its worker batches of {_med(means):.1f} requests (median per run; the wrapper asks for it)"
+    if peer is not None and int(peer_settings.get("model.max_batch_size") or 0) <= 1:
+        line += ("; MLServer's adaptive batching is off by default (--peer-set model.max_batch_size=64 "
+                 "--peer-set model.max_batch_time=0.001 turns it on)")
+    return [line]
 
 
 def verdict(ok: bool) -> str:
     return "PASS" if ok else "FAIL"
 
 
+def _parse_rates(text: str | None) -> list[float]:
+    if not text:
+        return []
+    try:
+        rates = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise SystemExit(f"bench: --rate expects numbers (req/s), comma-separated, got {text!r}") from None
+    if not rates or len(rates) > 5 or any(not 1 <= r <= 20000 for r in rates):
+        raise SystemExit("bench: --rate takes 1 to 5 rates, each between 1 and 20000 req/s")
+    return rates
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="scripts/bench", description=__doc__.split("\n\n")[0])
     ap.add_argument("--mode", choices=("once", "stream", "all"), default="all")
+    ap.add_argument("--job", choices=("echo", "catboost"), default=None,
+                    help="once-mode job: echo (default) or catboost (examples/catboost, else a synthetic model)")
+    ap.add_argument("--peer", choices=("mlserver",), default=None,
+                    help=f"also measure MLServer {MLSERVER_VERSION} on the same job, interleaved (its own venv "
+                         f"under {CACHE})")
+    ap.add_argument("--peer-set", action="append", default=[], metavar="KEY=JSON",
+                    help="a settings.json override for the peer, e.g. --peer-set debug=false; model.KEY=JSON "
+                         "goes to its model-settings.json, e.g. model.max_batch_size=64 (repeatable)")
+    ap.add_argument("--rate", default=None, metavar="R[,R...]",
+                    help="open loop at R req/s (up to 5 rates) instead of the c=1/c=32 closed loop")
+    ap.add_argument("--open-conns", type=int, default=256, help="open loop: most connections per system (256)")
     ap.add_argument("--duration", type=float, default=None, help="seconds per measurement (default 10)")
     ap.add_argument("--quick", action="store_true",
-                    help="defaults for a smoke run: 3 s per measurement, 2 A/B pairs, 20 frames per session")
-    ap.add_argument("--pairs", type=int, default=None, help="A/B pairs (ours, ceiling) at c=32 (default 3)")
+                    help="defaults for a smoke run: 3 s per measurement, 2 rounds (3 with --peer), "
+                         "20 frames per session")
+    ap.add_argument("--rounds", "--pairs", dest="rounds", type=int, default=None,
+                    help="interleaved rounds (ours, ceiling, peer) per load level (default 3)")
     ap.add_argument("--sessions", type=int, default=32, help="concurrent streaming sessions (default 32)")
     ap.add_argument("--frames", type=int, default=None, help="frames per streaming session (default 50)")
     ap.add_argument("--workers", type=int, default=None, help="[aiges] workers for our loader (default: config's)")
     ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                     help="a config override for our loader, VALUE a TOML literal, e.g. --set log.access=false "
                          "(repeatable)")
-    ap.add_argument("--wrapper", type=Path, default=DEFAULT_ONCE_WRAPPER,
-                    help="once-mode wrapper dir; it must take payload 'text' (default tests/wrappers/echo)")
+    ap.add_argument("--wrapper", type=Path, default=None,
+                    help="once-mode wrapper dir (default tests/wrappers/echo); for the echo job it must take "
+                         "payload 'text'; a dir with a *.cbm model (or a wrapper.py naming catboost) is the catboost job")
+    ap.add_argument("--model", type=Path, default=None, help="catboost job: the model file (default: the *.cbm "
+                    "beside the wrapper, else the synthetic one); the peer serves the same file")
     ap.add_argument("--stream-wrapper", type=Path, default=ROOT / "tests" / "wrappers" / "echo_stream")
     ap.add_argument("--no-wrk", action="store_true", help="use the Python (aiohttp) load generator even if wrk exists")
     ap.add_argument("--no-ceiling", action="store_true", help="skip the ceiling comparison")
@@ -569,15 +1283,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
     args = ap.parse_args(argv)
     # --quick changes the defaults only: explicit flags still win
-    for name, normal, quick in (("duration", 10.0, 3.0), ("pairs", 3, 2), ("frames", 50, 20)):
+    for name, normal, quick in (("duration", 10.0, 3.0), ("rounds", 3, 3 if args.peer else 2), ("frames", 50, 20)):
         if getattr(args, name) is None:
             setattr(args, name, quick if args.quick else normal)
     args.sessions = max(1, min(args.sessions, 1000))
     args.frames = max(1, min(args.frames, 100_000))
     secs = max(1.0, min(args.duration, 300.0))
-    pairs = max(1, min(args.pairs, 10))
+    rounds = max(1, min(args.rounds, 10))
+    conns = max(1, min(args.open_conns, 4096))
+    rates = _parse_rates(args.rate)
     tool = "wrk" if shutil.which("wrk") and not args.no_wrk else "python-aiohttp"
-    ceiling = not args.no_ceiling and (CEILING / "t.proto").exists()
     overrides: dict[str, dict[str, str]] = {}
     for item in args.set:
         key, sep, value = item.partition("=")
@@ -587,15 +1302,37 @@ def main(argv: list[str] | None = None) -> int:
         overrides.setdefault(section, {})[name] = value.strip()
     if args.workers:
         overrides.setdefault("aiges", {})["workers"] = str(args.workers)
+    peer_settings: dict[str, Any] = {}
+    for item in args.peer_set:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            ap.error(f"--peer-set expects KEY=JSON, got {item!r}")
+        try:
+            peer_settings[key.strip()] = json.loads(value)
+        except ValueError:
+            peer_settings[key.strip()] = value  # a bare string
+    once = args.mode in ("once", "all")
+    job = resolve_job(args.job, args.wrapper, args.model) if once else Job("echo", DEFAULT_ONCE_WRAPPER)
+    for section, values in job.overrides.items():
+        for k, v in values.items():
+            overrides.setdefault(section, {}).setdefault(k, v)
+    ceiling = once and job.name == "echo" and not args.no_ceiling and (CEILING / "t.proto").exists()
+    # the peer's venv is made before the clock starts: a first install takes a minute or more
+    venv = ensure_mlserver(job.name) if once and args.peer else None
 
     # hard limit for the whole run: every measurement plus generous start/stop allowances
-    per_server = 2 if ceiling else 1
+    systems = 1 + int(ceiling) + int(venv is not None)
     runs = 0
-    if args.mode != "stream":
-        runs += per_server * (2 + pairs) + (1 if args.profile else 0)  # warm-up, c=1, c=32 pairs, profile
+    budget = 120 + 60 * (systems - 1)
+    if once:
+        if rates:
+            budget += int(systems * (1 + 15) + len(rates) * rounds * systems * (secs + OPEN_DRAIN + 15))
+        else:
+            runs += systems * (2 + rounds)  # warm-up, c=1, c=32 rounds
+        runs += 1 if args.profile else 0
     if args.mode != "once":
         runs += 2 if args.profile else 1
-    budget = int(runs * (secs + 15) + 120)
+    budget = int(budget + runs * (secs + 15))
 
     def on_alarm(signum: int, frame: Any) -> None:
         raise SystemExit(f"bench: hard time limit of {budget}s reached; stopping")
@@ -609,65 +1346,110 @@ def main(argv: list[str] | None = None) -> int:
 
     if overrides:
         print("config overrides: " + ", ".join(f"{s}.{k}={v}" for s, kv in overrides.items() for k, v in kv.items()))
-    print(f"aiges bench: mode {args.mode}, {secs:g} s per measurement, once-mode load generator: {tool}"
-          f"{' (wrk -t1, keep-alive)' if tool == 'wrk' else ' (in-process, keep-alive)'}, time limit {budget}s")
+    load_desc = (f"open loop at {', '.join(f'{r:g}' for r in rates)} req/s (a Python asyncio HTTP/1.1 client, "
+                 f"keep-alive, up to {conns} connections per system)" if rates else
+                 f"closed loop, {tool}{' (wrk -t1, keep-alive)' if tool == 'wrk' else ' (in-process, keep-alive)'}")
+    print(f"aiges bench: mode {args.mode}, job {job.name}, {secs:g} s per measurement, {rounds} round(s), "
+          f"once-mode load: {load_desc}, time limit {budget}s")
     state = machine_state()
     for line in state:
         print(line)
-    results: dict[str, Any] = {"tool": tool, "seconds": secs, "machine_before": state}
+    results: dict[str, Any] = {"tool": tool, "seconds": secs, "job": job.name, "rounds": rounds,
+                               "rates": rates, "machine_before": state}
     procs = Procs()
     tmp = Path(tempfile.mkdtemp(prefix="aiges-bench-"))
     checks: list[tuple[str, str, bool]] = []
     try:
-        if args.mode in ("once", "all"):
-            ours = start_loader(procs, tmp, "once", args.wrapper.resolve(), overrides)
-            with HttpClient(ours.url) as c:  # the answer is right before we count answers
-                try:
-                    answer = c.once({"text": TEXT})
-                except ClientError as e:
-                    raise SystemExit(f"bench: {args.wrapper} answers the benchmark request with an error: {e}") from None
-                if args.wrapper.resolve() == DEFAULT_ONCE_WRAPPER and answer["result"] != TEXT.decode():
-                    raise SystemExit(f"bench: echo answered {answer['result']!r}, not the text it was sent")
-            ceil = start_ceiling(procs, tmp) if ceiling else None
-            print(f"ours:    {ours.url} (pids {ours.pids}, wrapper {args.wrapper})")
-            if ceil:
-                print(f"ceiling: {ceil.url} (pids {ceil.pids}, {CEILING})")
-            for s in (ours, ceil):  # warm-up: connection setup, first-call paths, allocator
-                if s:
-                    load(s, 32, 1, tool, tmp)
-            print("once mode:")
-            c1 = [load(ours, 1, secs, tool, tmp)]
-            print(fmt_run(c1[0]))
-            if ceil:
-                c1.append(load(ceil, 1, secs, tool, tmp))
-                print(fmt_run(c1[1]))
-            a_runs: list[Run] = []
-            b_runs: list[Run] = []
-            for _ in range(pairs):
-                a_runs.append(load(ours, 32, secs, tool, tmp))
-                print(fmt_run(a_runs[-1]))
-                if ceil:
-                    b_runs.append(load(ceil, 32, secs, tool, tmp))
-                    print(fmt_run(b_runs[-1]))
-            rps32 = statistics.median(r.rps for r in a_runs)
-            ratios = [a.rps / b.rps for a, b in zip(a_runs, b_runs, strict=False) if b.rps]
-            results["once"] = {"c1": [asdict(r) for r in c1], "c32_ours": [asdict(r) for r in a_runs],
-                               "c32_ceiling": [asdict(r) for r in b_runs], "ratios": ratios}
-            print(f"  c=32 ours median {rps32:.0f} req/s"
-                  + (f", ceiling median {statistics.median(r.rps for r in b_runs):.0f} req/s" if b_runs else ""))
-            if ratios:
-                print(f"  ours/ceiling per pair: {', '.join(f'{x:.2f}' for x in ratios)}; "
-                      f"median {statistics.median(ratios):.2f}")
-            errors = sum(r.errors for r in c1[:1] + a_runs)
-            checks.append((f"c=32 echo >= {TARGETS['rps_c32']:.0f} req/s", f"{rps32:.0f} req/s",
-                           rps32 >= TARGETS["rps_c32"]))
-            checks.append((f"p50 at c=1 <= {TARGETS['p50_c1_ms']:g} ms", f"{c1[0].p50_ms:.2f} ms",
-                           c1[0].p50_ms <= TARGETS["p50_c1_ms"]))
-            if ratios:
-                med = statistics.median(ratios)
-                checks.append((f"ours/ceiling >= {TARGETS['ratio']:g}", f"{med:.2f} (median of {len(ratios)})",
-                               med >= TARGETS["ratio"]))
-            checks.append(("no errors in our once runs", str(errors), errors == 0))
+        if once:
+            ours = start_loader(procs, tmp, "once", job.wrapper, overrides)
+            ours.name = "ours"
+            workers = overrides.get("aiges", {}).get("workers", "1")
+            if job.name == "catboost":
+                prepare_catboost(job, ours)
+                what = "one JSON record (base64 in the envelope) -> the wrapper's CatBoost predict -> its JSON answer"
+            else:
+                what = f"base64 text -> {job.wrapper.name} wrapper -> text echoed"
+            ours.does = (f"aiges loader (aiohttp) + {workers} plugin process(es) over gRPC, POST /v1/svcName upstream "
+                         f"envelope, {what}, JSON envelope answer; access log and metrics on (defaults)")
+            if job.name == "echo" and job.wrapper == DEFAULT_ONCE_WRAPPER:
+                with HttpClient(ours.url) as c:  # the answer is right before we count answers
+                    try:
+                        answer = c.once({"text": TEXT})
+                    except ClientError as e:
+                        raise SystemExit(f"bench: {job.wrapper} answers the benchmark request with an error: "
+                                         f"{e}") from None
+                    if answer["result"] != TEXT.decode():
+                        raise SystemExit(f"bench: echo answered {answer['result']!r}, not the text it was sent")
+            servers = [ours]
+            if ceiling:
+                servers.append(start_ceiling(procs, tmp))
+            if venv is not None:
+                servers.append(start_mlserver(procs, tmp, venv, job, peer_settings))
+            print(f"job {job.name}: {job.note or job.wrapper}")
+            if job.name == "catboost" and not args.no_ceiling:
+                print("  (no ceiling for this job: the ceiling prototype only echoes)")
+            if job.name == "echo" and job.wrapper != DEFAULT_ONCE_WRAPPER and venv is not None:
+                print(f"  note: the peer runs the echo runtime, not {job.wrapper}")
+            print("what each system does per request:")
+            for s in servers:
+                print(f"  {s.name:8s} {s.url} pids {s.pids}\n           {s.does}")
+            for line in check_answers(job, servers):
+                print(line)
+            once_res: dict[str, Any] = {"systems": {s.name: {"url": s.url, "does": s.does} for s in servers},
+                                        "job_note": job.note}
+            results["once"] = once_res
+            for s in servers:  # warm-up: connection setup, first-call paths, allocator
+                load(s, 32, 1, tool, tmp)
+            if rates:
+                errors = 0
+                once_res["open"] = {}
+                for rate in rates:
+                    print(f"open loop at {rate:g} req/s, {rounds} round(s) interleaved "
+                          f"({', '.join(s.name for s in servers)}):")
+                    by: dict[str, list[OpenRun]] = {s.name: [] for s in servers}
+                    for _ in range(rounds):
+                        for s in servers:
+                            r = with_batches(s, functools.partial(run_open, s, rate, secs, conns))
+                            by[s.name].append(r)
+                            print(fmt_open(r))
+                    for line in summarize_open(rate, by) + batching_note(by["ours"], peer_settings, venv):
+                        print(line)
+                    once_res["open"][f"{rate:g}"] = {k: [asdict(r) for r in v] for k, v in by.items()}
+                    errors += sum(r.errors for r in by["ours"])
+                checks.append(("no errors in our open-loop runs", str(errors), errors == 0))
+            else:
+                print("once mode, closed loop:")
+                c1 = []
+                for s in servers:
+                    c1.append(with_batches(s, functools.partial(load, s, 1, secs, tool, tmp)))
+                    print(fmt_run(c1[-1]))
+                c32: dict[str, list[Run]] = {s.name: [] for s in servers}
+                for _ in range(rounds):
+                    for s in servers:
+                        c32[s.name].append(with_batches(s, functools.partial(load, s, 32, secs, tool, tmp)))
+                        print(fmt_run(c32[s.name][-1]))
+                for line in summarize_closed(c32) + batching_note(c32["ours"], peer_settings, venv):
+                    print(line)
+                a_runs = c32["ours"]
+                rps32 = statistics.median(r.rps for r in a_runs)
+                once_res["c1"] = [asdict(r) for r in c1]
+                for name, rs in c32.items():
+                    once_res[f"c32_{name}"] = [asdict(r) for r in rs]
+                    if name != "ours":
+                        key = "ratios" if name == "ceiling" else f"ratios_{name}"
+                        once_res[key] = [a.rps / b.rps for a, b in zip(a_runs, rs, strict=False) if b.rps]
+                errors = sum(r.errors for r in c1[:1] + a_runs)
+                if job.name == "echo":
+                    checks.append((f"c=32 echo >= {TARGETS['rps_c32']:.0f} req/s", f"{rps32:.0f} req/s",
+                                   rps32 >= TARGETS["rps_c32"]))
+                    checks.append((f"p50 at c=1 <= {TARGETS['p50_c1_ms']:g} ms", f"{c1[0].p50_ms:.2f} ms",
+                                   c1[0].p50_ms <= TARGETS["p50_c1_ms"]))
+                    ratios = once_res.get("ratios") or []
+                    if ratios:
+                        med = statistics.median(ratios)
+                        checks.append((f"ours/ceiling >= {TARGETS['ratio']:g}", f"{med:.2f} (median of {len(ratios)})",
+                                       med >= TARGETS["ratio"]))
+                checks.append(("no errors in our once runs", str(errors), errors == 0))
             if args.profile:
                 print(f"profiling loader and plugin at c=32 for {secs:g} s (py-spy --gil --nonblocking), "
                       f"Python CPU per request:")
@@ -677,13 +1459,14 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"  {name}:")
                     for line in lines:
                         print(f"    {line}")
-            for s in (ceil, ours):  # free the CPU for the stream run
-                for p in s.procs if s else []:
+            for s in reversed(servers):  # free the CPU for the stream run
+                for p in s.procs:
                     procs.stop(p)
         if args.mode in ("stream", "all"):
             st = start_loader(procs, tmp, "stream", args.stream_wrapper.resolve(), overrides)
             print(f"stream mode: {st.url} (pids {st.pids}, wrapper {args.stream_wrapper}), {args.sessions} sessions "
-                  f"x up to {args.frames} frames, ping-pong per session, Python client (aiges.client.StreamSession)")
+                  f"x up to {args.frames} frames, ping-pong per session, Python client (aiges.client.StreamSession)"
+                  + ("; ours only (the peer has no WebSocket sessions to compare)" if args.peer else ""))
             new_loop().run_until_complete(_stream_load(st.url.replace("http", "ws", 1), 4, 5, 0.5))  # warm-up
             sr = run_stream(st, args.sessions, args.frames, secs)
             print(f"  {sr.frames_per_s:9.0f} frames/s  p50 {sr.p50_ms:7.2f} ms  p99 {sr.p99_ms:7.2f} ms  "
