@@ -6,6 +6,7 @@ POST (once) and GET + WebSocket upgrade (streaming session) at the same time.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -23,7 +24,7 @@ from aiges.loader.once import handle_once, new_sid
 from aiges.loader.openapi import forget as forget_openapi
 from aiges.loader.openapi import openapi_json, swagger
 from aiges.loader.rest import handle_infer, rest_error_body
-from aiges.loader.state import METRICS, POOL, SCHEMA, SERVICES, SESSIONS, SETTINGS, VALIDATOR
+from aiges.loader.state import DRAINING, METRICS, POOL, SCHEMA, SERVICES, SESSIONS, SETTINGS, VALIDATOR
 from aiges.loader.stream import handle_stream
 from aiges.loader.validate import Validator
 from aiges.loader.workers import WorkerPool
@@ -77,7 +78,11 @@ async def envelope_errors(request: web.Request, handler: Handler) -> web.StreamR
     err: errors.AigesError | None = None
     if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
         return web.Response(status=204, headers=CORS_PREFLIGHT)  # a browser's CORS preflight
+    draining = app[DRAINING].is_set()
     try:
+        if draining and route in PROTECTED:  # a new request on a keep-alive connection during the drain
+            raise errors.WorkerUnavailable("server shutting down: not taking new requests; retry (another "
+                                           "instance)", errors.SHUTTING_DOWN, retry_after=1)
         if settings.api_keys and route in PROTECTED:
             _check_api_key(request, settings.api_keys)
         response = await handler(request)
@@ -113,6 +118,8 @@ async def envelope_errors(request: web.Request, handler: Handler) -> web.StreamR
     app[METRICS].observe(route, response.status, time.perf_counter() - started, err.code if err else 0)
     if not response.prepared:  # a WebSocket has sent its headers already
         response.headers.setdefault("Access-Control-Allow-Origin", "*")  # as upstream, on every answer
+        if draining or app[DRAINING].is_set():
+            response.force_close()  # no more requests on this connection: the drain can end
     return response
 
 
@@ -123,9 +130,11 @@ async def health(request: web.Request) -> web.Response:
 
 async def ready(request: web.Request) -> web.Response:
     pool = request.app[POOL]
-    body = {"status": "READY" if pool.ready else "NOT_READY", "workers": len(pool.workers),
+    draining = request.app[DRAINING].is_set()
+    ok = pool.ready and not draining
+    body = {"status": "DRAINING" if draining else "READY" if ok else "NOT_READY", "workers": len(pool.workers),
             "ready": pool.ready_count}
-    return web.json_response(body, status=200 if pool.ready else 503)
+    return web.json_response(body, status=200 if ok else 503)
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -191,6 +200,7 @@ def create_app(settings: Settings, pool: WorkerPool, metrics_: Metrics, schema: 
     app[SERVICES] = list(dict.fromkeys([service_id, settings.svc_name]))
     app[VALIDATOR] = Validator(schema, service_id)
     app[SESSIONS] = set()
+    app[DRAINING] = asyncio.Event()
     metrics_.bind_pool(lambda: float(pool.inflight), lambda: float(len(pool.workers) * settings.worker_threads),
                        lambda: float(pool.ready_count), lambda: float(len(pool.workers)))
 

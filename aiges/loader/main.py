@@ -21,6 +21,7 @@ from aiges.config import Settings
 from aiges.loader import grpc_api, logs
 from aiges.loader.app import create_app
 from aiges.loader.metrics import Metrics
+from aiges.loader.state import DRAINING
 from aiges.loader.stream import drain_sessions
 from aiges.loader.workers import WorkerPool, WorkerStartError
 
@@ -88,6 +89,7 @@ async def serve(settings: Settings) -> int:
     # Stop accepting, then let open sessions finish while their connections are still read:
     # aiohttp's own shutdown (runner.cleanup) stops reading every connection at once, which would
     # cut a session off between two frames.  Then in-flight once requests drain in cleanup.
+    app[DRAINING].set()  # new requests on open connections: 503 (12504); answers close their connection
     await site.stop()
     await asyncio.gather(drain_sessions(app, settings.grace), _drain_requests(pool, settings.grace))
     if pool.inflight:

@@ -1,6 +1,7 @@
 """Typed keys for what the app factory puts on the aiohttp application."""
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from aiohttp import web
@@ -20,6 +21,9 @@ SERVICES: web.AppKey[list[str]] = web.AppKey("services", list)
 SCHEMA: web.AppKey[dict[str, Any]] = web.AppKey("schema", dict)
 # open streaming sessions (aiges.loader.stream.Session, WebSocket and gRPC), drained on shutdown
 SESSIONS: web.AppKey[set[Any]] = web.AppKey("sessions", set)
+# set when SIGTERM/Ctrl-C starts the drain: new inference requests get 503 (12504), every answer
+# closes its connection, /ready says 503 (so keep-alive clients and load balancers move on)
+DRAINING: web.AppKey[asyncio.Event] = web.AppKey("draining", asyncio.Event)
 
 
 def service_label(app: web.Application) -> str:
