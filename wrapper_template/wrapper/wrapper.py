@@ -90,6 +90,17 @@ class Wrapper(WrapperBase):
             return Response().response_err(ERR_BAD_IMAGE)
         return text_result("result", result, Once)
 
+    # ---- dynamic batching (optional).  Uncomment to receive requests that arrive together as one
+    # call (e.g. one model.predict over all rows).  `requests` is a list of (params, reqData);
+    # return one Response per request, in the same order -- an item that is response_err(code)
+    # fails only its own request.  max_batch_size (default 8) and max_queue_delay_ms (how long a
+    # batch may wait for more requests, default 0) may also be set in aiges.toml's [aiges].
+    # max_batch_size = 16
+    # max_queue_delay_ms = 2
+    #
+    # def wrapperOnceExecBatch(self, requests):
+    #     return [self.wrapperOnceExec(params, reqData) for params, reqData in requests]
+
     def wrapperError(self, ret):
         return {ERR_NO_IMAGE: "payload 'image' is missing",
                 ERR_BAD_IMAGE: "payload 'image' is not an image PIL can read"}.get(ret, "")
