@@ -13,7 +13,18 @@ from pathlib import Path
 
 import pytest
 
-from tests.utils import ROOT, WRAPPERS, Loader, alive, child_pids, http, once_body, start_loader, wait_until, write_config
+from tests.utils import (
+    ROOT,
+    WRAPPERS,
+    Loader,
+    alive,
+    child_pids,
+    http,
+    once_body,
+    start_loader,
+    wait_until,
+    write_config,
+)
 
 
 def body(ctrl: str = "ok", sleep: float = 0) -> dict:

@@ -18,8 +18,8 @@ from typing import Any
 from aiges import errors
 from aiges._pb import aiges_inner_pb2 as pb
 from aiges.dto import DataListCls
-from aiges.schema_compat import strict_document
 from aiges.plugin.convert import describe_exception, exception_text, to_response
+from aiges.schema_compat import strict_document
 
 logger = logging.getLogger("aiges.plugin")
 

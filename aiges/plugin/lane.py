@@ -32,7 +32,7 @@ from typing import Any
 
 from aiges import errors
 from aiges._pb import aiges_inner_pb2 as pb
-from aiges.lane_frames import REQUEST_HEAD, RESPONSE_HEAD, response_frame
+from aiges.lane_frames import REQUEST_HEAD, response_frame
 from aiges.plugin.host import WrapperHost
 
 logger = logging.getLogger("aiges.plugin.lane")
@@ -247,6 +247,3 @@ class Lane:
         finally:
             self._slots.release()
             self._done(len(batch))
-
-
-__all__ = ["Lane", "RESPONSE_HEAD"]
