@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -32,6 +33,7 @@ class LaneClient(asyncio.Protocol):
         self._flush_scheduled = False
         self._buf = bytearray()
         self.lost: BaseException | None = None
+        self.last_answer = time.monotonic()  # when an answer last came: the worker makes progress
 
     @classmethod
     async def connect(cls, path: str, name: str, on_batch: Callable[[int], None] | None = None) -> LaneClient:
@@ -44,6 +46,7 @@ class LaneClient(asyncio.Protocol):
         self.transport = transport
 
     def data_received(self, data: bytes) -> None:
+        self.last_answer = time.monotonic()
         buf = self._buf
         buf += data
         head = RESPONSE_HEAD

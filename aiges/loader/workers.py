@@ -77,6 +77,7 @@ class Worker:
         self.lane: LaneClient | None = None  # once requests (aiges.loader.lane); None = per-call gRPC
         self.on_batch = on_batch
         self.inflight: set[Any] = set()
+        self._last_done = time.monotonic()  # when a gRPC call last completed
         self.sessions: dict[str, SessionLink] = {}
         self.schema: dict[str, Any] = {}
         self.pid = 0
@@ -97,6 +98,11 @@ class Worker:
     @property
     def busy(self) -> bool:
         return bool(self.inflight) or (self.lane is not None and bool(self.lane.pending))
+
+    @property
+    def last_progress(self) -> float:
+        """When this worker last answered a request (lane or gRPC), monotonic seconds."""
+        return max(self._last_done, self.lane.last_answer if self.lane is not None else 0.0)
 
     def _command(self) -> list[str]:
         if self.settings.plugin_cmd:
@@ -256,9 +262,12 @@ class Worker:
                 await stub.Check(health_pb2.HealthCheckRequest(service="plugin"), timeout=interval)
                 misses = 0
             except grpc.aio.AioRpcError as e:
-                if self.busy and not _stopped(self.pid):
+                if self.busy and not _stopped(self.pid) and \
+                        time.monotonic() - self.last_progress < self.settings.deadline:
                     # a wrapper call holding the GIL (a long regex, unpickling a model) also delays
-                    # the answer: a busy worker is not a dead one; its calls have their deadline
+                    # the answer: a busy worker is not a dead one while it still answers something
+                    # within a deadline.  Past that its clients have had their 504s and it is frozen
+                    # (under steady load it is always "busy", so busy alone must not excuse it)
                     misses = 0
                     continue
                 misses += 1
@@ -319,6 +328,7 @@ class Worker:
             raise self._rpc_error(e, method, timeout) from None
         finally:
             self.inflight.discard(call)
+            self._last_done = time.monotonic()
 
     def _cancelled(self) -> BaseException:
         """A call cancelled because this worker died becomes 503; any other cancel stays one."""
