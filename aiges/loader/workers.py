@@ -88,7 +88,9 @@ class Worker:
 
     @property
     def ready(self) -> bool:
-        return self.state == "ready"
+        # a broken lane is the first sign of a dead worker, before its exit is reaped: from then on
+        # it takes no new requests (its load reads 0, so least-loaded balancing would prefer it)
+        return self.state == "ready" and (self.lane is None or self.lane.connected)
 
     @property
     def load(self) -> int:
@@ -498,7 +500,7 @@ class WorkerPool:
         """Watch one worker; when its process exits unexpectedly, fail its work and restart it."""
         failures = 1 if failed_start else 0
         while not self.closing:
-            if w.ready and w.proc is not None:
+            if w.state == "ready" and w.proc is not None:  # (not w.ready: a broken lane is waited out here)
                 up_since = time.monotonic()
                 watchdog = asyncio.create_task(w.watch_liveness()) if self.settings.liveness_interval else None
                 try:

@@ -65,6 +65,14 @@ def _group_members(pgid: int, me: int) -> list[int]:
     return found
 
 
+def _signal(pids: list[int], sig: int) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+
 def stop_children(grace: float) -> int:
     """SIGTERM every other process of our process group (a wrapper's subprocesses), then SIGKILL
     what is left after ``grace`` seconds: an orphaned plugin must not leave its model servers,
@@ -72,19 +80,11 @@ def stop_children(grace: float) -> int:
     me = os.getpid()
     if not sys.platform.startswith("linux") or os.getpgid(0) != me:
         return 0
-    members = _group_members(me, me)
-    for pid in members:
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
+    members = found = _group_members(me, me)
+    _signal(members, signal.SIGTERM)
     until = time.monotonic() + grace
     while members and time.monotonic() < until:
         time.sleep(0.02)
         members = _group_members(me, me)
-    for pid in members:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    return len(members)
+    _signal(members, signal.SIGKILL)
+    return len(found)
