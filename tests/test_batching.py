@@ -193,3 +193,24 @@ def test_sigterm_drains_queued_batches(tmp_path: Path) -> None:
         assert wait_until(lambda: not any(Path(f"/proc/{p}").exists() for p in plugins), 5)
     finally:
         loader.stop()
+
+
+def test_without_the_lane_once_requests_use_one_grpc_call_each(tmp_path: Path) -> None:
+    """``[aiges] lane = false``: the inline gRPC path (``wrapperOnceExec`` with metadata
+    ``aiges-inline: 1``) still serves plain and batch-only wrappers, concurrently, each request
+    with its own answer."""
+    loader = start_loader(tmp_path, WRAPPERS / "echo", aiges="lane = false")
+    try:
+        texts = [f"grpc-{i}" for i in range(40)]
+        out = post_all(loader, [once_body("echo", {"text": {"text": base64.b64encode(t.encode()).decode()}})
+                                for t in texts])
+        assert [resp["payload"]["result"]["text"] for _, resp, _ in out] == texts
+    finally:
+        loader.stop()
+    loader = start_loader(tmp_path / "batch", WRAPPERS / "batch", aiges="lane = false")
+    try:
+        out = post_all(loader, [body("batch", t) for t in ("x", "!fail")])
+        assert out[0][0] == 200 and result(out[0][1])["batch"] == 1
+        assert out[1][0] == 500 and out[1][1]["header"]["code"] == 401
+    finally:
+        loader.stop()
