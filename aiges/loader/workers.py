@@ -12,6 +12,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import sys
@@ -32,6 +33,10 @@ from aiges.loader.lane import LaneClient
 logger = logging.getLogger("aiges.workers")
 INLINE_MD = (("aiges-inline", "1"),)
 DESTROY_TIMEOUT = 60.0
+# "LEVEL logger: message", the plugin's stderr format under our loader (aiges.plugin.server.main)
+_PLUGIN_LOG_LINE = re.compile(r"^(DEBUG|INFO|WARNING|ERROR|CRITICAL) (\S+): (.*)$")
+_LEVELS = {"DEBUG": logging.DEBUG, "INFO": logging.INFO, "WARNING": logging.WARNING, "ERROR": logging.ERROR,
+           "CRITICAL": logging.CRITICAL}
 LIVENESS_MISSES = 3  # health checks a worker may miss in a row before it is killed and restarted
 CHANNEL_OPTIONS = [("grpc.max_receive_message_length", 256 * 1024 * 1024),
                    ("grpc.max_send_message_length", 256 * 1024 * 1024)]
@@ -231,6 +236,10 @@ class Worker:
             text = line.decode("utf-8", "replace").rstrip()
             if name == "stderr":
                 self._stderr_tail = (self._stderr_tail + [text])[-20:]
+                m = _PLUGIN_LOG_LINE.match(text)
+                if m:  # a logging record of the plugin or the wrapper: keep its level and logger name
+                    logging.getLogger(f"{plog.name}.{m.group(2)}").log(_LEVELS[m.group(1)], "%s", m.group(3))
+                    continue
             plog.info("%s: %s", name, text)
 
     async def _communicate(self) -> None:

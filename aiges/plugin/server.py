@@ -450,8 +450,12 @@ def main() -> int:
     if mode not in ("python", ""):
         sys.stderr.write(f"AIGES_PLUGIN_MODE={mode!r} is not supported; only 'python'\n")
         return 1
+    # under our loader (it sets AIGES_PLUGIN_SOCKET) each stderr line is re-logged with its level
+    # and a timestamp of the loader's; under another host the line stands on its own
+    fmt = "%(levelname)s %(name)s: %(message)s" if env.get("AIGES_PLUGIN_SOCKET") else \
+        "%(asctime)s %(levelname)s %(name)s: %(message)s"
     logging.basicConfig(level=os.environ.get("AIGES_PLUGIN_LOG_LEVEL", "INFO").upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+                        format=fmt)
     lifeline.set_parent_death_signal()
     lifeline.lead_process_group()
     run: Any = asyncio.run
