@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 import pytest
 
 from tests.utils import ROOT, Loader, alive, start_loader
@@ -37,6 +38,28 @@ def small(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loader]:
     loader.extra["plugins"] = sorted(loader.plugin_pids())
     yield loader
     loader.stop()
+
+
+# orjson before 3.9 reads any depth, so the loader sees the value and names its field (255 levels
+# is what it can pass on); 3.9 and later stop parsing at 1,024 levels, so the whole body (or frame)
+# is refused as too deep, without a field.  Both are 400s with a code and a message that says so.
+def _orjson_reads_any_depth() -> bool:
+    try:
+        orjson.loads("[" * 2000 + "]" * 2000)
+    except orjson.JSONDecodeError:
+        return False
+    return True
+
+
+READS_ANY_DEPTH = _orjson_reads_any_depth()
+DEEP_BODY_CODE = 10009 if READS_ANY_DEPTH else 10000
+DEEP_BODY_WORDS = "must be a JSON object" if READS_ANY_DEPTH else "JSON nested more than 1024 levels"
+DEEP_FRAME_CODE = 10000 if READS_ANY_DEPTH else 10163
+
+
+def named(field: str, words: str) -> str:
+    return field + words if READS_ANY_DEPTH else words
+
 
 
 def deep(n: int, leaf: str = "") -> str:
@@ -114,17 +137,17 @@ def multipart(parts: list[tuple[str, bytes]], boundary: str = "nastyboundary", c
 # (name, path, content type, body, status, code, words of the message); code 0 = a success
 CASES: list[tuple[str, str, str, bytes, int, int, str]] = [
     ("10k-deep array as the whole body", "/v1/svcName", "application/json", deep(10_000).encode(),
-     400, 10009, "must be a JSON object"),
+     400, DEEP_BODY_CODE, DEEP_BODY_WORDS),
     ("10k-deep value in a payload attribute", "/v1/svcName", "application/json",
-     envelope(f'{{"text":"{HI}","extra":{deep(10_000)}}}'), 400, 10000, "payload.text.extra: JSON nested more than"),
+     envelope(f'{{"text":"{HI}","extra":{deep(10_000)}}}'), 400, 10000, named("payload.text.extra: ", "JSON nested more than")),
     ("10k-deep value as a param", "/v1/svcName", "application/json", envelope(params=f'{{"x":{deep(10_000)}}}'),
-     400, 10000, "parameter.demo.x: JSON nested more than"),
+     400, 10000, named("parameter.demo.x: ", "JSON nested more than")),
     ("10k-deep JSON data field", "/v1/svcName", "application/json",
-     envelope('{"text":' + '{"a":' * 10_000 + "1" + "}" * 10_000 + "}"), 400, 10000, "payload.text.text: JSON nested"),
+     envelope('{"text":' + '{"a":' * 10_000 + "1" + "}" * 10_000 + "}"), 400, 10000, named("payload.text.text: ", "JSON nested")),
     ("1k-deep value beside a float param (the spelling-keeping re-read)", "/v1/svcName", "application/json",
      envelope(f'{{"text":"{HI}","extra":{deep(1_000)}}}', params='{"x":0.5}'), 400, 10000, "nested too deeply"),
     ("10k-deep input of /infer", "/infer", "application/json", f'{{"text":{deep(10_000)}}}'.encode(),
-     400, 10000, "text: JSON nested more than"),
+     400, 10000, named("text: ", "JSON nested more than")),
     ("invalid UTF-8 in a string", "/v1/svcName", "application/json", b'{"payload":{"text":{"text":"\xff\xfe"}}}',
      400, 10000, "not valid JSON"),
     ("invalid UTF-8 in a key", "/v1/svcName", "application/json",
@@ -345,7 +368,7 @@ WS_CASES: list[tuple[str, int, bytes, int, str, int]] = [
     ("NaN in a frame", 0x1, b'{"payload":{"text":{"text":"aGk=","status":1}},"parameter":{"demo":{"repeat":NaN}}}',
      10163, "parse request json error", 1000),
     ("10k-deep frame", 0x1, f'{{"payload":{{"text":{{"text":"aGk=","status":1,"d":{deep(10_000)}}}}}}}'.encode(),
-     10000, "JSON nested more than", 1000),
+     DEEP_FRAME_CODE, "JSON nested more than", 1000),
     ("1k-deep frame beside a float", 0x1,
      f'{{"parameter":{{"x":0.5}},"payload":{{"text":{{"text":"aGk=","status":1,"d":{deep(1_000)}}}}}}}'.encode(),
      10163, "nested too deeply", 1000),

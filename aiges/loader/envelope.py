@@ -142,7 +142,12 @@ def loads(body: bytes | str) -> Any:
     """JSON → Python with orjson; raises ValueError.  orjson reads numbers as float64 (1e5 ->
     100000.0, 20+ digits rounded); only parameters and header values reach the wrapper as text,
     so only when they hold a float is the body re-read keeping their spelling (NumberLiteral)."""
-    doc = orjson.loads(body)
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as e:
+        if "depth limit" in str(e):  # orjson >= 3.9 stops at 1,024 levels; older ones read any depth
+            raise ValueError(f"JSON nested more than 1024 levels deep ({e})") from None
+        raise
     if isinstance(doc, dict) and (_has_float(doc.get("parameter")) or _has_float(doc.get("header"))):
         try:
             doc = json.loads(body, parse_float=NumberLiteral)

@@ -32,6 +32,7 @@ from aiohttp.multipart import content_disposition_filename, parse_content_dispos
 
 from aiges import errors
 from aiges._pb import aiges_inner_pb2 as pb
+from aiges.loader import envelope
 from aiges.loader.envelope import TYPE_NAMES, TooDeep, dumps
 from aiges.loader.once import new_sid, request_deadline, wrapper_failure
 from aiges.loader.state import POOL, SCHEMA, SETTINGS, VALIDATOR
@@ -149,8 +150,8 @@ async def _read_items(request: web.Request, inputs: list[tuple[str, int]],
         raise errors.BadRequest("request body is empty", errors.INVALID_DATA)
     if ctype == JSON:
         try:
-            doc = orjson.loads(body)
-        except orjson.JSONDecodeError as e:
+            doc = envelope.loads(body)
+        except ValueError as e:  # orjson.JSONDecodeError is one
             raise errors.BadRequest(f"request body is not valid JSON: {e}", errors.JSON_INVALID) from None
         return _from_json(doc, body, inputs, params, json_inputs)
     if ctype in ("text/plain", "application/octet-stream", "application/x-www-form-urlencoded", ""):
