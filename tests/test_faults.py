@@ -408,3 +408,36 @@ def test_leaking_worker_killed_by_the_oom_killer_is_restarted(tmp_path: Path) ->
         assert wait_until(lambda: loader.get("/ready")[0] == 200, 10)
     finally:
         loader.stop()
+
+
+def test_hung_calls_on_every_thread_get_the_worker_restarted(tmp_path: Path) -> None:
+    """Hung calls take every wrapper thread (2 of 2): the worker still answers its health checks,
+    but the requests behind them only reach their deadline (504/10102).  After two deadlines
+    with no answer the worker is killed and restarted, and requests succeed again -- instead of
+    504s forever."""
+    deadline = 1.0
+    loader = start_loader(tmp_path, WRAPPERS / "misbehave",
+                          aiges=f"deadline = {deadline:g}\nlivenessInterval = 0.3\nworkerThreads = 2")
+    try:
+        [plugin] = loader.plugin_pids()
+        hangs = [threading.Thread(target=loader.post, args=("/v1/svcName", json.loads(misbehave_body("hang"))),
+                                  kwargs={"timeout": 10}, daemon=True) for _ in range(2)]
+        for t in hangs:
+            t.start()
+        time.sleep(0.3)
+        t_hung = time.monotonic()
+        statuses: list[int] = []
+        recovered = None
+        while time.monotonic() - t_hung < 12:
+            status, _, resp = loader.post("/v1/svcName", json.loads(misbehave_body("ok")), timeout=10)
+            statuses.append(status)
+            if status == 200:
+                recovered = time.monotonic() - t_hung
+                break
+        print(f"hung threads: answers before recovery {statuses}, recovered after {recovered}s")
+        assert recovered is not None, f"never recovered: {statuses}"
+        assert set(statuses[:-1]) <= {503, 504}, statuses
+        assert loader.plugin_pids() != [plugin], "the hung worker was not replaced"
+        assert "every wrapper thread is hung" in (loader.log_dir / "app.log").read_text()
+    finally:
+        loader.stop()

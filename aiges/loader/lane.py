@@ -34,6 +34,7 @@ class LaneClient(asyncio.Protocol):
         self._buf = bytearray()
         self.lost: BaseException | None = None
         self.last_answer = time.monotonic()  # when an answer last came: the worker makes progress
+        self.expired = 0  # requests that reached their deadline since the last answer
 
     @classmethod
     async def connect(cls, path: str, name: str, on_batch: Callable[[int], None] | None = None) -> LaneClient:
@@ -47,6 +48,7 @@ class LaneClient(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.last_answer = time.monotonic()
+        self.expired = 0
         buf = self._buf
         buf += data
         head = RESPONSE_HEAD
@@ -127,5 +129,6 @@ class LaneClient(asyncio.Protocol):
 
     def _expire(self, rid: int, timeout: float) -> None:
         fut = self.pending.pop(rid, None)
+        self.expired += 1
         if fut is not None and not fut.done():
             fut.set_exception(errors.DeadlineExceeded(f"no result within the deadline of {timeout:g}s"))

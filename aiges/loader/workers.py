@@ -272,6 +272,14 @@ class Worker:
             try:
                 await stub.Check(health_pb2.HealthCheckRequest(service="plugin"), timeout=interval)
                 misses = 0
+                if self._stuck():
+                    logger.error("plugin %s (pid %d) answers its health checks but no request for %.0fs while "
+                                 "%d reached their deadline: every wrapper thread is hung; killing it to restart",
+                                 self.name, self.pid, time.monotonic() - self.last_progress,
+                                 self.lane.expired if self.lane is not None else 0)
+                    if self.proc is not None and self.proc.returncode is None:
+                        self.proc.kill()
+                    return
             except grpc.aio.AioRpcError as e:
                 if self.busy and not _stopped(self.pid) and \
                         time.monotonic() - self.last_progress < self.settings.deadline:
@@ -289,6 +297,14 @@ class Worker:
                              self.name, self.pid)
                 self.proc.kill()
                 return
+
+    def _stuck(self) -> bool:
+        """Hung wrapper calls hold every thread: the event loop still answers health checks, but
+        requests only ever reach their deadline (504) and nothing has been answered for two
+        deadlines.  Without a restart every later request would wait out its deadline forever."""
+        lane = self.lane
+        return lane is not None and lane.expired >= self.settings.worker_threads and \
+            time.monotonic() - self.last_progress > 2 * self.settings.deadline
 
     def kill_leftovers(self) -> None:
         """After the plugin process is gone: SIGKILL what the wrapper started and left behind in
