@@ -142,10 +142,10 @@ class WrapperHost:
         tag = req.tag
         if self.obj is None:
             return pb.Response(tag=tag, ret=errors.USER_EXEC_ERROR, msg="wrapper is not initialised")
-        if deadline is not None and time.monotonic() > deadline:
-            return pb.Response(tag=tag, ret=errors.DEADLINE, msg="deadline passed while queued; wrapper not called")
         if self._batch_only:
             return self.once_batch([req], [deadline])[0]
+        if deadline is not None and time.monotonic() > deadline:
+            return _too_late(tag)
         try:
             resp = self.obj.wrapperOnceExec(dict(req.params), DataListCls(list(req.list)))
         except BaseException as e:  # noqa: BLE001 - SystemExit, KeyboardInterrupt from wrapper code too
@@ -161,19 +161,13 @@ class WrapperHost:
         if self.obj is None:
             return [pb.Response(tag=r.tag, ret=errors.USER_EXEC_ERROR, msg="wrapper is not initialised") for r in reqs]
         now = time.monotonic()
-        out: list[pb.Response | None] = [None] * len(reqs)
-        live: list[int] = []
-        for i, (r, d) in enumerate(zip(reqs, deadlines, strict=True)):
-            if d is not None and now > d:
-                out[i] = pb.Response(tag=r.tag, ret=errors.DEADLINE,
-                                     msg="deadline passed while queued; wrapper not called")
-            else:
-                live.append(i)
+        out = {i: _too_late(r.tag) for i, (r, d) in enumerate(zip(reqs, deadlines, strict=True))
+               if d is not None and now > d}
+        live = [i for i in range(len(reqs)) if i not in out]
         if live:
             batch = [(dict(reqs[i].params), DataListCls(list(reqs[i].list))) for i in live]
-            for i, resp in zip(live, self._call_batch(batch, [reqs[i].tag for i in live]), strict=True):
-                out[i] = resp
-        return [r if r is not None else pb.Response(ret=errors.WRAPPER_EXEC) for r in out]
+            out.update(zip(live, self._call_batch(batch, [reqs[i].tag for i in live]), strict=True))
+        return [out[i] for i in range(len(reqs))]
 
     def _call_batch(self, batch: list[tuple[dict[str, str], DataListCls]], tags: list[str]) -> list[pb.Response]:
         try:
@@ -260,6 +254,10 @@ class WrapperHost:
             return pb.Ret(ret=errors.WRAPPER_EXEC, msg=exception_text("wrapperDestroy", e))
         code = int(code or 0) if isinstance(code, int) else 0
         return pb.Ret(ret=code, msg=self.error_text(code) if code else "")
+
+
+def _too_late(tag: str) -> pb.Response:
+    return pb.Response(tag=tag, ret=errors.DEADLINE, msg="deadline passed while queued; wrapper not called")
 
 
 def _tag_keyword(fn: Any) -> str | None:

@@ -47,7 +47,6 @@ READ_POLL_MIN = 0.002  # wrapperRead back-off while a session has nothing to rea
 READ_POLL_MAX = 0.05  # ... up to upstream's poll interval
 READ_POLL_IDLE = 600.0  # a session with no write and no result for this long stops being polled, or
 # longer when the loader says its sessions may live longer (AIGES_SESSION_TIMEOUT)
-_ORPHANED = False  # set when the plugin stops because its parent is gone
 RESULT_BACKLOG = 10000  # undelivered results kept while no communicate stream is open
 
 
@@ -397,8 +396,6 @@ async def serve(env: dict[str, str]) -> int:
     await stop.wait()
     # the parent-death signal arrives as a plain SIGTERM: tell it apart by our new parent
     orphaned = orphaned or os.getppid() != parent
-    global _ORPHANED
-    _ORPHANED = orphaned
     grace_now = min(grace, 1.0) if orphaned else grace
     logger.info("plugin stopping (grace %.1fs)", grace_now)
     stopping = asyncio.create_task(server.stop(grace_now))
@@ -427,6 +424,8 @@ async def serve(env: dict[str, str]) -> int:
     except asyncio.TimeoutError:
         logger.warning("wrapperFini did not return within 5s")
     executor.shutdown(wait=False, cancel_futures=True)
+    # what the wrapper started goes with us (sooner when orphaned: nobody waits for us then)
+    lifeline.stop_children(0.5 if orphaned or os.getppid() != parent else 1.0)
     if network == "unix" and os.path.exists(address):
         os.unlink(address)
     return 0
@@ -465,8 +464,6 @@ def main() -> int:
     except ImportError:
         pass
     rc = run(serve(env))
-    # what the wrapper started goes with us (shorter when orphaned: nobody waits for us then)
-    lifeline.stop_children(0.5 if os.getppid() == 1 or _ORPHANED else 1.0)
     # A wrapper call still running after the grace period (a hung model) must not keep the
     # process alive: Python's exit would join the pool's threads and wait for it, forever for a
     # hung call -- upstream's orphaned plugins.  wrapperFini has run; leave now.
