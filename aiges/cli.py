@@ -90,11 +90,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.mnist:
         from aiges import commands
         return commands.main(["mnist"] + (["--force"] if args.force else []))
-    plugin_mode = os.environ.get("AIGES_PLUGIN_MODE", "python")
-    if plugin_mode not in ("python", ""):
-        sys.stderr.write(f"AIGES_PLUGIN_MODE={plugin_mode!r} is not supported: aiges runs Python wrappers only "
-                         "(AIGES_PLUGIN_MODE=python); the Cgo mode 'c' has no equivalent\n")
-        return 2
     if args.mode != 0:
         sys.stderr.write("only local mode -m 0 is supported" + (" (missing -m 0)" if args.mode == -1 else "") + "\n")
         return 2

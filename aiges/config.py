@@ -47,6 +47,12 @@ class Settings:
     wrapper_module: str = "wrapper"
     wrapper_config: Mapping[str, str] = field(default_factory=dict)
     plugin_cmd: str | None = None  # a custom [aiges] pythonPluginCmd; None = this Python
+    # C engines (upstream's Cgo mode): AIGES_PLUGIN_MODE "python" | "c" | "" (choose by what is there)
+    plugin_mode: str = ""
+    wrapper_lib: str | None = None  # [aiges] wrapperLib: a path (relative to the toml) or a bare name
+    async_mode: bool = False  # [aiges] asyncMode: wrapperExecAsync + callbacks (upstream's default false)
+    real_time_rlt: bool = True  # [aiges] realTimeRlt: wrapperRead after every write, else after the last
+    wrapper_thread_safe: bool = True  # [aiges] wrapperThreadSafe = false: one C call at a time
     # workers and limits
     workers: int = 1  # `auto` in the file = the machine's cores
     worker_threads: int = 4
@@ -185,7 +191,7 @@ def _section(doc: Mapping[str, Any], name: str) -> Mapping[str, Any]:
 AIGES_KEYS = frozenset({
     "wrapperDir", "wrapperModule", "workers", "workerThreads", "maxInflight", "deadline", "maxBodyMB",
     "startTimeout", "initTimeout", "restartBackoffMax", "livenessInterval", "exitOnInitFailure", "grace", "wrapperErrorStatus",
-    "headerPass", "pythonPluginCmd", "max_batch_size", "max_queue_delay_ms", "lane",
+    "headerPass", "pythonPluginCmd", "max_batch_size", "max_queue_delay_ms", "lane", "wrapperLib", "wrapperThreadSafe",
     # upstream's
     "gesMock", "sessMode", "numaNode", "realTimeRlt", "usrCfg", "sub", "asyncMode", "sessDelGt", "httpRetry",
     "gray", "wrapperTrace", "wrapperDelayDetectPeriod", "storageData", "asyncRelease", "libCodec", "elastic",
@@ -269,6 +275,19 @@ def parse(text: str, path: str = "aiges.toml", svc_name: str = "svcName",
         if not os.path.isdir(wrapper_dir):
             raise ConfigError(f"[aiges] wrapperDir: directory {wrapper_dir} does not exist")
 
+    plugin_mode = env.get("AIGES_PLUGIN_MODE", "").strip().lower()
+    if plugin_mode not in ("", "python", "c"):
+        raise ConfigError(f"AIGES_PLUGIN_MODE={env['AIGES_PLUGIN_MODE']!r}: expected 'python' (a wrapper.py) or 'c' "
+                          "(a libwrapper.so written to upstream's C interface), or unset to choose by what is there")
+    wrapper_lib = env.get("AIGES_WRAPPER_LIB") or _get(aiges, "aiges", "wrapperLib", None, _str, "a file path string")
+    if wrapper_lib:
+        local = os.path.normpath(os.path.join(base, wrapper_lib))
+        if "/" in wrapper_lib and not os.path.isfile(local):
+            raise ConfigError(f"[aiges] wrapperLib: file {local} does not exist (build the library, or fix the path; "
+                              "it is relative to the config file)")
+        # a bare name is looked up next to the toml, else left to the dynamic loader's search
+        wrapper_lib = local if os.path.isfile(local) else wrapper_lib
+
     plugin_cmd = _get(aiges, "aiges", "pythonPluginCmd", None, _str, "a command string")
     if plugin_cmd and plugin_cmd.strip() == UPSTREAM_PLUGIN_CMD:
         plugin_cmd = None  # upstream's default means "python -m aiges.serve": use this interpreter
@@ -299,6 +318,11 @@ def parse(text: str, path: str = "aiges.toml", svc_name: str = "svcName",
         wrapper_module=_get(aiges, "aiges", "wrapperModule", "wrapper", _str, "a module name string"),
         wrapper_config={str(k): stringify(v) for k, v in wrapper.items() if k != "http_listen"},
         plugin_cmd=plugin_cmd,
+        plugin_mode=plugin_mode,
+        wrapper_lib=wrapper_lib or None,
+        async_mode=_get(aiges, "aiges", "asyncMode", False, _bool, "true or false"),
+        real_time_rlt=_get(aiges, "aiges", "realTimeRlt", True, _bool, "true or false"),
+        wrapper_thread_safe=_get(aiges, "aiges", "wrapperThreadSafe", True, _bool, "true or false"),
         workers=workers,
         worker_threads=_get(aiges, "aiges", "workerThreads", 4, _pos_int, "a positive integer"),
         max_batch_size=_get(aiges, "aiges", "max_batch_size", None, _pos_int, "a positive integer"),

@@ -37,7 +37,10 @@ async def serve(settings: Settings) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     where = settings.wrapper_dir or "PYTHONPATH / working directory"
-    logger.info("starting %d plugin worker(s) for %s.py in %s", settings.workers, settings.wrapper_module, where)
+    what = f"{settings.wrapper_module}.py in {where}" if settings.plugin_mode == "python" else \
+        f"the C library {settings.wrapper_lib}" if settings.wrapper_lib else \
+        f"{settings.wrapper_module}.py or a C library in {where}"
+    logger.info("starting %d plugin worker(s) for %s", settings.workers, what)
     for warning in settings.warnings:
         logger.warning("%s", warning)
     starting = asyncio.ensure_future(pool.start())

@@ -121,7 +121,7 @@ class Worker:
         env.update({
             "BASIC_PLUGIN": "hello",
             "PLUGIN_PROTOCOL_VERSIONS": "1",
-            "AIGES_PLUGIN_MODE": "python",
+            "AIGES_PLUGIN_MODE": self.settings.plugin_mode,
             "AIGES_PLUGIN_SOCKET": sock,
             "AIGES_PLUGIN_LANE": lane,
             "AIGES_PLUGIN_THREADS": str(self.settings.worker_threads),
@@ -134,6 +134,11 @@ class Worker:
         })
         if self.settings.wrapper_dir:
             env["AIGES_WRAPPER_DIR"] = self.settings.wrapper_dir
+        if self.settings.wrapper_lib:
+            env["AIGES_WRAPPER_LIB"] = self.settings.wrapper_lib
+        env["AIGES_ASYNC_MODE"] = "1" if self.settings.async_mode else "0"  # C engines only
+        env["AIGES_REAL_TIME_RLT"] = "1" if self.settings.real_time_rlt else "0"
+        env["AIGES_WRAPPER_THREAD_SAFE"] = "1" if self.settings.wrapper_thread_safe else "0"
         if self.settings.max_batch_size is not None:
             env["AIGES_MAX_BATCH_SIZE"] = str(self.settings.max_batch_size)
         if self.settings.max_queue_delay_ms is not None:

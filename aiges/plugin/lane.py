@@ -33,7 +33,7 @@ from typing import Any
 from aiges import errors
 from aiges._pb import aiges_inner_pb2 as pb
 from aiges.lane_frames import REQUEST_HEAD, response_frame
-from aiges.plugin.host import WrapperHost
+from aiges.plugin.hosts.base import Host
 
 logger = logging.getLogger("aiges.plugin.lane")
 RECV_SIZE = 256 * 1024
@@ -69,7 +69,7 @@ class _Item:
 
 
 class Lane:
-    def __init__(self, path: str, host: WrapperHost, executor: ThreadPoolExecutor, threads: int,
+    def __init__(self, path: str, host: Host, executor: ThreadPoolExecutor, threads: int,
                  max_batch_size: int | None = None, max_queue_delay_ms: float | None = None) -> None:
         self.path = path
         self.host = host

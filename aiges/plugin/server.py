@@ -12,6 +12,7 @@ Wire behaviour (PROTOCOL.md §2):
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import logging
 import os
 import random
@@ -34,7 +35,8 @@ from aiges._pb import grpc_controller_pb2 as ctl_pb
 from aiges._pb import grpc_controller_pb2_grpc as ctl_grpc
 from aiges.plugin import lifeline
 from aiges.plugin.convert import response_items
-from aiges.plugin.host import WrapperHost
+from aiges.plugin.hosts.base import Host
+from aiges.plugin.hosts.choose import MODES, plugin_host
 from aiges.plugin.lane import Lane
 
 logger = logging.getLogger("aiges.plugin")
@@ -101,7 +103,7 @@ class ReadPoller:
 
 
 class WrapperServicer(pb_grpc.WrapperServiceServicer):
-    def __init__(self, host: WrapperHost, executor: ThreadPoolExecutor, health_servicer: Any) -> None:
+    def __init__(self, host: Host, executor: ThreadPoolExecutor, health_servicer: Any) -> None:
         self.host = host
         self.executor = executor
         self.health = health_servicer
@@ -357,7 +359,7 @@ async def serve(env: dict[str, str]) -> int:
                                       ("grpc.max_receive_message_length", 256 * 1024 * 1024),
                                       ("grpc.max_send_message_length", 256 * 1024 * 1024)])
     health_servicer = health.aio.HealthServicer()
-    host = WrapperHost(env.get("AIGES_WRAPPER_MODULE", "wrapper"), env.get("AIGES_WRAPPER_DIR") or None)
+    host = plugin_host(env)
     servicer = WrapperServicer(host, executor, health_servicer)
     servicer.poll_idle = max(READ_POLL_IDLE, float(env.get("AIGES_SESSION_TIMEOUT") or 0) + 60)
     stop = asyncio.Event()
@@ -445,10 +447,14 @@ def main() -> int:
         sys.stderr.write("This is an aiges plugin: it is started by a loader (`aiges -m 0`), not by hand.\n"
                          f"(set {MAGIC_COOKIE_KEY}={MAGIC_COOKIE_VALUE} to run it under your own host)\n")
         return 1
-    mode = env.get("AIGES_PLUGIN_MODE", "python")
-    if mode not in ("python", ""):
-        sys.stderr.write(f"AIGES_PLUGIN_MODE={mode!r} is not supported; only 'python'\n")
+    mode = env.get("AIGES_PLUGIN_MODE", "")
+    if mode.strip().lower() not in MODES:
+        sys.stderr.write(f"AIGES_PLUGIN_MODE={mode!r} is not supported: 'python' (a wrapper.py) or 'c' "
+                         "(a libwrapper.so), or unset to choose by what is there\n")
         return 1
+    # a crash in native code (a C engine, a wrapper's extension module) leaves a trace in the log
+    # that names the Python frame making the call (for a C engine: the wrapper* symbol)
+    faulthandler.enable(file=sys.stderr, all_threads=True)
     # under our loader (it sets AIGES_PLUGIN_SOCKET) each stderr line is re-logged with its level
     # and a timestamp of the loader's; under another host the line stands on its own
     fmt = "%(levelname)s %(name)s: %(message)s" if env.get("AIGES_PLUGIN_SOCKET") else \
@@ -463,7 +469,11 @@ def main() -> int:
         run = uvloop.run
     except ImportError:
         pass
-    rc = run(serve(env))
+    try:
+        rc = run(serve(env))
+    except BaseException:  # noqa: BLE001 - still leave by os._exit below (see exits.py for C engines)
+        logger.exception("plugin failed")
+        rc = 1
     # A wrapper call still running after the grace period (a hung model) must not keep the
     # process alive: Python's exit would join the pool's threads and wait for it, forever for a
     # hung call -- upstream's orphaned plugins.  wrapperFini has run; leave now.
