@@ -5,6 +5,7 @@ import asyncio
 import base64
 import json
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -71,26 +72,46 @@ def frame(key: str, data: bytes, status: int, params: dict[str, Any] | None = No
     return json.dumps(doc)
 
 
-async def _session(url: str, frames: list[str], delay: float, timeout: float) -> list[dict[str, Any]]:
+async def _session(url: str, frames: list[str], delay: float, timeout: float,
+                   close_after: int | None) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
+    started = time.monotonic()
+
+    async def receive(ws: Any) -> None:
+        while True:
+            msg = await ws.receive(timeout=timeout)
+            if msg.type != aiohttp.WSMsgType.TEXT:
+                return
+            doc = json.loads(msg.data)
+            doc["t"] = time.monotonic() - started  # when it arrived (not part of the frame)
+            out.append(doc)
+
     async with aiohttp.ClientSession() as s:
         async with s.ws_connect(url.replace("http://", "ws://")) as ws:
-            for f in frames:
-                await ws.send_str(f)
+            reader = asyncio.ensure_future(receive(ws))
+            for i, f in enumerate(frames):
+                if ws.closed:
+                    break  # the server ended the session (an error frame is on its way)
+                try:
+                    await ws.send_str(f)
+                except ConnectionError:
+                    break
+                out.append({"sent": i, "t": time.monotonic() - started})
                 if delay:
                     await asyncio.sleep(delay)
-            while True:
-                msg = await ws.receive(timeout=timeout)
-                if msg.type != aiohttp.WSMsgType.TEXT:
+                if close_after is not None and i + 1 >= close_after:
+                    await ws.close()
                     break
-                out.append(json.loads(msg.data))
+            await reader
             out.append({"closed": ws.close_code})
     return out
 
 
-def session(loader: Loader, frames: list[str], delay: float = 0.0, timeout: float = 15) -> list[dict[str, Any]]:
-    """Send the frames over a WebSocket; every message until the server closes, then {"closed": code}."""
-    return asyncio.run(_session(loader.url + "/v1/svcName", frames, delay, timeout))
+def session(loader: Loader, frames: list[str], delay: float = 0.0, timeout: float = 15,
+            close_after: int | None = None) -> list[dict[str, Any]]:
+    """Send the frames over a WebSocket while reading every message until the server closes:
+    the messages (with their arrival time "t"), {"sent": i, "t": ...} per frame, then {"closed": code}."""
+    return asyncio.run(_session(loader.url + "/v1/svcName", frames, delay, timeout, close_after))
 
 
 def results(msgs: list[dict[str, Any]]) -> list[str]:

@@ -47,6 +47,7 @@ if ctypes.sizeof(ParamList) != PARAM.size or ctypes.sizeof(DataList) != DATA.siz
 
 # int (*wrapperCallback)(const void* usrTag, pDataList respData, int ret)
 CALLBACK = CFUNCTYPE(c_int, c_void_p, c_void_p, c_int)
+NO_CALLBACK = CALLBACK()  # a NULL wrapperCallback: wrapperCreate of a session read with wrapperRead
 # int (*)(const void* usrTag, const char* meterKey, int count) / (const char* usrTag, key, value)
 METER = CFUNCTYPE(c_int, c_void_p, c_char_p, c_int)
 TRACE = CFUNCTYPE(c_int, c_char_p, c_char_p, c_char_p)

@@ -22,12 +22,14 @@ returns a proto message and never raises for an engine failure.  What differs is
 from __future__ import annotations
 
 import ctypes
+import functools
 import itertools
 import logging
 import os
 import threading
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
 
 from aiges import callback as callback_mod
 from aiges import errors
@@ -42,6 +44,33 @@ TRAIL_INTERVAL = 0.05  # upstream's re-read period after the last frame
 ASYNC_WAIT = 60.0  # a once request without deadline (an upstream host) waits this long for its callback
 _KEEP: list[Any] = []  # callbacks handed to a library: alive for the process (libraries are never unloaded)
 _FINAL = (2, 3)
+F = TypeVar("F", bound=Callable[..., Any])
+# what each entry point answers when the host itself fails (a bug, never a library result):
+# the caller always gets an answer with a code and the reason, as from the Python host
+_FAILED: dict[str, Callable[[tuple[Any, ...], str], Any]] = {
+    "load": lambda a, m: pb.Ret(ret=errors.INIT_ERROR, msg=m),
+    "init": lambda a, m: pb.Ret(ret=errors.INIT_ERROR, msg=m),
+    "fini": lambda a, m: pb.Ret(ret=errors.WRAPPER_EXEC, msg=m),
+    "once": lambda a, m: pb.Response(tag=a[0].tag, ret=errors.WRAPPER_EXEC, msg=m),
+    "create": lambda a, m: pb.Handle(err_code=errors.WRAPPER_CREATE, msg=m),
+    "write": lambda a, m: pb.Ret(ret=errors.WRAPPER_WRITE, msg=m),
+    "read": lambda a, m: pb.Response(tag=a[1], ret=errors.WRAPPER_READ, msg=m),
+    "destroy": lambda a, m: pb.Ret(ret=errors.WRAPPER_EXEC, msg=m),
+}
+
+
+def _answers(method: F) -> F:
+    """Never raise out of an entry point: the caller gets ``ret`` + ``msg`` and the log the traceback."""
+    fail = _FAILED[method.__name__]
+
+    @functools.wraps(method)
+    def run(self: CHost, *args: Any) -> Any:
+        try:
+            return method(self, *args)
+        except Exception as e:  # noqa: BLE001
+            logger.exception("C host: %s failed", method.__name__)
+            return fail(args, f"the C host failed in {method.__name__}: {type(e).__name__}: {e}")
+    return cast(F, run)
 
 
 class _Result:
@@ -132,6 +161,7 @@ class CHost:
     def polls_read(self) -> bool:
         return False  # results are pushed: by the library's callback, or by this host's reads
 
+    @_answers
     def load(self) -> pb.Ret:
         if self.lib is not None:
             return pb.Ret(ret=0)
@@ -206,6 +236,7 @@ class CHost:
             logger.warning("C engine mode: %s.py defines %s; only its fields are used (the C library answers)",
                            self.module, ", ".join(own))
 
+    @_answers
     def init(self, config: dict[str, str]) -> pb.Ret:
         ret = self.load()
         if ret.ret:
@@ -226,6 +257,7 @@ class CHost:
             return pb.Ret(ret=errors.USER_INIT_ERROR, msg=msg)
         return pb.Ret(ret=0)
 
+    @_answers
     def fini(self) -> pb.Ret:
         lib = self.lib
         if lib is None:
@@ -252,6 +284,7 @@ class CHost:
         return text or f"wrapper returned error code {code}"
 
     # ---- once
+    @_answers
     def once(self, req: pb.Request, deadline: float | None) -> pb.Response:
         lib = self.lib
         tag = req.tag
@@ -349,6 +382,7 @@ class CHost:
             return -1
 
     # ---- sessions
+    @_answers
     def create(self, req: pb.CreateRequest) -> pb.Handle:
         lib = self.lib
         if lib is None:
@@ -362,7 +396,7 @@ class CHost:
         sess.key, sess.slot = self._register(req.tag, sess)
         block = abi.build(params=req.params)
         err = ctypes.c_int(0)
-        ptr = lib.wrapperCreate(sess.slot, block.params, self._cb if self.async_mode else None, err)
+        ptr = lib.wrapperCreate(sess.slot, block.params, self._cb if self.async_mode else abi.NO_CALLBACK, err)
         if err.value or not ptr:
             self._unregister(sess)
             code = err.value or errors.WRAPPER_CREATE
@@ -379,6 +413,7 @@ class CHost:
                 del self._targets[sess.key]
         self._tags.retire(sess.slot)
 
+    @_answers
     def write(self, msg: pb.WriteMessage) -> pb.Ret:
         lib = self.lib
         sess = self._sessions.get(msg.handle)
@@ -443,6 +478,7 @@ class CHost:
             time.sleep(TRAIL_INTERVAL)
             self._read_once(sess, dedupe=True)
 
+    @_answers
     def read(self, handle: str, tag: str) -> pb.Response | None:
         """One poll (an upstream host's wrapperRead RPC); our loader never calls it for C engines."""
         sess = self._sessions.get(handle)
@@ -450,6 +486,7 @@ class CHost:
             return None
         return self._read(sess)
 
+    @_answers
     def destroy(self, handle: str) -> pb.Ret:
         lib = self.lib
         sess = self._sessions.pop(handle, None)
