@@ -22,6 +22,7 @@ usage:
   aiges -mnist [--force]                    write a digit-recognition demo into ./aiges_demo/mnist
   aiges -v | --version                      print the version
   aiges create -n NAME [-p PATH] [--force]  scaffold a wrapper project
+  aiges create --lang c -n NAME             scaffold a C engine (libwrapper.so, upstream's C interface)
   aiges pack [-l DIR] [-o FILE]             pack a project into a .tar.gz
   aiges check [DIR]                         run a wrapper's declared test values and validate it
 """

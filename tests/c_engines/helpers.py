@@ -107,11 +107,13 @@ async def _session(url: str, frames: list[str], delay: float, timeout: float,
     return out
 
 
-def session(loader: Loader, frames: list[str], delay: float = 0.0, timeout: float = 15,
+def session(target: Loader | str, frames: list[str], delay: float = 0.0, timeout: float = 15,
             close_after: int | None = None) -> list[dict[str, Any]]:
-    """Send the frames over a WebSocket while reading every message until the server closes:
-    the messages (with their arrival time "t"), {"sent": i, "t": ...} per frame, then {"closed": code}."""
-    return asyncio.run(_session(loader.url + "/v1/svcName", frames, delay, timeout, close_after))
+    """Send the frames over a WebSocket (a loader's /v1/svcName, or a URL) while reading every
+    message until the server closes: the messages (with their arrival time "t"),
+    {"sent": i, "t": ...} per frame, then {"closed": code}."""
+    url = target if isinstance(target, str) else target.url + "/v1/svcName"
+    return asyncio.run(_session(url, frames, delay, timeout, close_after))
 
 
 def results(msgs: list[dict[str, Any]]) -> list[str]:

@@ -158,6 +158,11 @@ class CHost:
         return self.lib
 
     @property
+    def has_sessions(self) -> bool:
+        """The library exports what streaming sessions need in the configured mode."""
+        return self._sessions_ok
+
+    @property
     def polls_read(self) -> bool:
         return False  # results are pushed: by the library's callback, or by this host's reads
 
