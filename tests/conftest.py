@@ -41,6 +41,6 @@ def c_build(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
         pytest.skip("no C compiler (cc/gcc/clang); scripts/install-test-deps installs one")
     out = tmp_path_factory.mktemp("c_engines")
 
-    def make(source: str = "demo.c", defines: tuple[str, ...] = (), cxx: bool = False) -> Path:
-        return build(out, source, defines, cxx)
+    def make(source: str = "demo.c", defines: tuple[str, ...] = (), cxx: bool = False, **kw: Path) -> Path:
+        return build(out, source, defines, cxx, **kw)
     return make

@@ -151,6 +151,31 @@ def test_async_second_callback_is_refused(async_engine: Loader) -> None:
     assert stats(async_engine)["second_ret"] == -1
 
 
+def test_async_callback_with_an_unknown_tag_is_refused(async_engine: Loader) -> None:
+    status, doc = once(async_engine, {"ctrl": "badtag"}, b"real")
+    assert status == 200 and text_of(doc, "echo") == "real"
+    assert stats(async_engine)["second_ret"] == -1
+    assert "callback for tag 'no-such-tag', which is unknown or has ended: refused (-1)" in app_log(async_engine)
+
+
+def test_not_thread_safe_switch_runs_one_call_at_a_time(c_build: Any, tmp_path: Path) -> None:
+    loader = start_c(tmp_path, c_build(), aiges="workerThreads = 4\nasyncMode = false\nwrapperThreadSafe = false")
+    try:
+        out: list[int] = []
+        threads = [threading.Thread(target=lambda: out.append(once(loader, {"ctrl": "sleep", "ms": "150"})[0]))
+                   for _ in range(4)]
+        t = time.monotonic()
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        assert out == [200] * 4 and time.monotonic() - t >= 0.55
+        assert stats(loader)["max_running"] == 1
+        assert "calls serialised ([aiges] wrapperThreadSafe = false)" in app_log(loader)
+    finally:
+        loader.stop()
+
+
 def test_async_library_that_never_calls_back_gets_504_with_the_hint(async_engine: Loader) -> None:
     t = time.monotonic()
     status, doc = once(async_engine, {"ctrl": "silent"}, headers={"X-Aiges-Deadline": "1"})

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import ctypes
 import json
+import os
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -145,6 +146,25 @@ def test_example_under_an_upstream_host_in_python_mode(tmp_path: Path) -> None:
         host.channel.close()
         host.proc.terminate()
         host.proc.wait(15)
+
+
+UPSTREAM_HEADERS = Path(os.environ.get("AIGES_UPSTREAM_SRC") or "/nonexistent") / "cgo" / "header" / "widget"
+
+
+@pytest.mark.skipif(not (UPSTREAM_HEADERS / "wrapper.h").is_file(),
+                    reason="set AIGES_UPSTREAM_SRC to an iflytek/aiges checkout to build against its own headers")
+def test_engines_built_against_upstreams_own_headers(c_build: Any, tmp_path: Path) -> None:
+    """The ABI claim from the other side: the demo engine compiled with upstream's wrapper.h/type.h
+    (not ours) serves once and a session."""
+    from tests.c_engines.helpers import frame, once, results, start_c
+    loader = start_c(tmp_path, c_build(include=UPSTREAM_HEADERS), aiges="asyncMode = false")
+    try:
+        status, doc = once(loader, {"ctrl": "echo"}, b"built with upstream's header")
+        assert status == 200 and doc["payload"]["echo"]["text"] == "built with upstream's header"
+        msgs = session(loader, [frame("text", b"ab", 0, {}), frame("text", b"cd", 2)])
+        assert results(msgs) == ["AB", "CD"]
+    finally:
+        loader.stop()
 
 
 # ---------------------------------------------------------------- aiges create --lang c

@@ -10,7 +10,8 @@
  *   error (4242), nodata (0 and no list), badlen (data NULL, len 5), sleep (ms=N), stats,
  *   crash | abort | exit | hang, thread_crash (a library thread crashes)
  * once (wrapperExecAsync): default = callback from a thread after ms (default 50) that reads the
- *   input only then; inline, fail (callback ret 4242), silent, twice, error (returns 4242), stats,
+ *   input only then; inline, fail (callback ret 4242), silent, twice, badtag (a callback with a
+ *   tag never given out first), error (returns 4242), stats,
  *   crash | abort | exit | hang
  * init ([wrapper]): fail = N, init = crash | abort | exit | hang
  * sessions (ctrl on the first frame): default (one result per write, uppercased, End on the last
@@ -260,6 +261,13 @@ int wrapperExecAsync(const char* usrTag, pParamList params, pDataList reqData, w
         pDataList s = stats_node();
         callback(usrTag, s, 0);
         free_uncounted(s);
+        return 0;
+    }
+    if (ctrl && !strcmp(ctrl, "badtag")) { /* a tag the host never gave out, then the real one */
+        pDataList out = node("echo", reqData->data, reqData->len, DataOnce);
+        n_second_ret = callback("no-such-tag", out, 0);
+        callback(usrTag, out, 0);
+        free_list(out);
         return 0;
     }
     if (ctrl && !strcmp(ctrl, "inline")) {
