@@ -22,6 +22,7 @@ import ctypes
 import struct
 import threading
 from collections.abc import Iterable, Mapping
+from itertools import accumulate
 from ctypes import CFUNCTYPE, POINTER, c_char_p, c_int, c_uint, c_void_p
 from typing import Any
 
@@ -34,7 +35,8 @@ MAX_LEN = 0xFFFFFFFF  # len and vlen are unsigned int
 
 
 class ParamList(ctypes.Structure):
-    _fields_ = [("key", c_char_p), ("value", c_char_p), ("vlen", c_uint), ("next", c_void_p)]
+    # value is a char* like key; read as a plain pointer so exactly vlen bytes are copied
+    _fields_ = [("key", c_char_p), ("value", c_void_p), ("vlen", c_uint), ("next", c_void_p)]
 
 
 class DataList(ctypes.Structure):
@@ -88,68 +90,63 @@ class Block:
         self.data = data  # address of the first DataList node (0 = none built)
 
 
-def _utf8(s: str) -> bytes:
-    return s.encode("utf-8", "surrogateescape")
-
-
 def build(params: Mapping[str, str] | None = None, items: Iterable[pb.RequestData] | None = None) -> Block:
-    """A ParamList of ``params`` and/or a DataList of ``items`` (each item's desc a ParamList)."""
-    plist = [(_utf8(k), _utf8(v)) for k, v in params.items()] if params is not None else None
-    dlist: list[tuple[bytes, bytes, int, int, list[tuple[bytes, bytes]]]] | None = None
-    if items is not None:
-        dlist = [(_utf8(d.key), d.data, d.type, d.status, [(_utf8(k), _utf8(v)) for k, v in d.desc.items()])
-                 for d in items]
+    """A ParamList of ``params`` and/or a DataList of ``items`` (each item's desc a ParamList).
+
+    Layout of the buffer: the DataList nodes, the ParamList nodes (params, then each item's
+    desc), then every string and data block in that order, each followed by a NUL byte."""
+    plist = [(k.encode(), v.encode()) for k, v in params.items()] if params is not None else None
+    ilist = list(items) if items is not None else None
+    descs = [[(k.encode(), v.encode()) for k, v in d.desc.items()] for d in ilist] if ilist else []
+    n_data = max(1, len(ilist)) if ilist is not None else 0
     n_param = max(1, len(plist)) if plist is not None else 0
-    n_data = max(1, len(dlist)) if dlist is not None else 0
-    n_desc = sum(max(1, len(x[4])) for x in dlist) if dlist else 0
-    blob = 0
+    n_desc = sum(max(1, len(x)) for x in descs)
+    parts: list[bytes] = []
     for k, v in plist or ():
-        blob += len(k) + len(v) + 2
-    for k, data, _t, _s, desc in dlist or ():
-        blob += len(k) + len(data) + 2
-        for dk, dv in desc:
-            blob += len(dk) + len(dv) + 2
+        parts += (k, v)
+    for d, desc in zip(ilist or (), descs):
+        parts += (d.key.encode(), d.data)
+        for k, v in desc:
+            parts += (k, v)
     nodes = n_data * DATA.size + (n_param + n_desc) * PARAM.size
-    buf = bytearray(nodes + blob + 1)
-    base = ctypes.addressof((ctypes.c_char * len(buf)).from_buffer(buf))
-    data_at = 0
-    param_at = n_data * DATA.size
-    text_at = nodes
-
-    def text(value: bytes) -> int:
-        nonlocal text_at
-        start = text_at
-        buf[start:start + len(value)] = value
-        text_at = start + len(value) + 1  # the NUL is the buffer's own zero
-        return base + start
-
-    def param_nodes(pairs: list[tuple[bytes, bytes]]) -> int:
-        """Pack a ParamList at param_at; returns its address (one zeroed node when empty)."""
-        nonlocal param_at
-        first = param_at
-        if not pairs:
-            param_at += PARAM.size
-            return base + first
-        for i, (k, v) in enumerate(pairs):
-            here = param_at
-            param_at += PARAM.size
-            nxt = base + param_at if i + 1 < len(pairs) else 0
-            PARAM.pack_into(buf, here, text(k), text(v), len(v), nxt)
-        return base + first
-
-    p_addr = param_nodes(plist) if plist is not None else 0
-    if dlist is not None:
-        for i, (k, data, typ, status, desc) in enumerate(dlist):
-            here = data_at
-            data_at += DATA.size
-            nxt = base + data_at if i + 1 < len(dlist) else 0
-            desc_addr = param_nodes(desc)
-            DATA.pack_into(buf, here, text(k), text(data), len(data), typ, status, desc_addr, nxt)
-    return Block(buf, p_addr, base if dlist is not None else 0)
+    buf = bytearray(nodes)
+    buf += b"\0".join(parts)
+    buf += b"\0"
+    base = ctypes.addressof(ctypes.c_char.from_buffer(buf))
+    at = list(accumulate([len(x) + 1 for x in parts], initial=base + nodes))  # where each part starts
+    pack_param, pack_data = PARAM.pack_into, DATA.pack_into
+    i = 0  # index into parts / at
+    node = n_data * DATA.size  # the next ParamList node
+    p_addr = 0
+    if plist is not None:
+        p_addr = base + node
+        for j, (_k, v) in enumerate(plist):
+            pack_param(buf, node, at[i], at[i + 1], len(v), base + node + PARAM.size if j + 1 < len(plist) else 0)
+            node += PARAM.size
+            i += 2
+        if not plist:
+            node += PARAM.size  # one zeroed node: an empty list, as upstream passes it
+    for j, (d, desc) in enumerate(zip(ilist or (), descs)):
+        key_at, data_at = at[i], at[i + 1]
+        i += 2
+        desc_addr = base + node
+        for m, (_k, v) in enumerate(desc):
+            pack_param(buf, node, at[i], at[i + 1], len(v), base + node + PARAM.size if m + 1 < len(desc) else 0)
+            node += PARAM.size
+            i += 2
+        if not desc:
+            node += PARAM.size
+        nxt = base + (j + 1) * DATA.size if j + 1 < len(descs) else 0
+        pack_data(buf, j * DATA.size, key_at, data_at, len(d.data), d.type, d.status, desc_addr, nxt)
+    return Block(buf, p_addr, base if ilist is not None else 0)
 
 
 class BadOutput(ValueError):
     """An output list the host cannot read safely (data NULL with len > 0, a cycle)."""
+
+
+def _text(raw: bytes | None) -> str:
+    return raw.decode("utf-8", "replace") if raw else ""
 
 
 def _c_string(addr: int) -> str:
@@ -163,31 +160,33 @@ def read_desc(addr: int) -> dict[str, str]:
         n += 1
         if n > MAX_ITEMS:
             raise BadOutput(f"a desc list longer than {MAX_ITEMS} nodes (a node pointing back?)")
-        key, value, vlen, addr = PARAM.unpack(ctypes.string_at(addr, PARAM.size))
-        if not key:
-            continue  # an empty list's head node
-        if value and vlen:
-            out[_c_string(key)] = ctypes.string_at(value, vlen).decode("utf-8", "replace")
-        else:
-            out[_c_string(key)] = _c_string(value)
+        p = ParamList.from_address(addr)
+        if p.key:  # (an empty list's head node has none)
+            value = p.value
+            out[_text(p.key)] = _text(ctypes.string_at(value, p.vlen) if value and p.vlen else
+                                      ctypes.string_at(value) if value else b"")
+        addr = p.next or 0
     return out
 
 
 def read_list(addr: int) -> list[pb.ResponseData]:
-    """Copy a DataList the library owns into proto items (keys, data, desc; type and status)."""
+    """Copy a DataList the library owns into proto items (keys, data, desc; type and status).
+    A node with neither key nor data is an empty list's head node, as upstream builds them."""
     out = []
     n = 0
     while addr:
         n += 1
         if n > MAX_ITEMS:
             raise BadOutput(f"an output list longer than {MAX_ITEMS} items (a node pointing back?)")
-        key, data, length, typ, status, desc, nxt = DATA.unpack(ctypes.string_at(addr, DATA.size))
+        d = DataList.from_address(addr)
+        key, data, length = d.key, d.data, d.len
         if length and not data:
-            raise BadOutput(f"output item {_c_string(key)!r} has len {length} but data NULL")
-        payload = ctypes.string_at(data, length) if length else b""
-        out.append(pb.ResponseData(key=_c_string(key), data=payload, len=length, type=typ, status=status,
-                                   desc=read_desc(desc)))
-        addr = nxt
+            raise BadOutput(f"output item {_text(key)!r} has len {length} but data NULL")
+        if key or length:
+            out.append(pb.ResponseData(key=_text(key), data=ctypes.string_at(data, length) if length else b"",
+                                       len=length, type=d.type, status=d.status,
+                                       desc=read_desc(d.desc) if d.desc else None))
+        addr = d.next or 0
     return out
 
 
