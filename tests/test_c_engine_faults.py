@@ -63,10 +63,18 @@ def test_crash_in_a_library_thread(sync_engine: Loader) -> None:
     assert "Fatal Python error: Segmentation fault" in log
 
 
-@pytest.mark.parametrize("ctrl, expect", [("crash", "Segmentation fault"), ("exit", "called exit(3)")])
+@pytest.mark.parametrize("ctrl, expect", [("crash", "Segmentation fault"), ("abort", "Aborted"),
+                                          ("exit", "called exit(3)")])
 def test_fault_in_wrapper_exec_async(async_engine: Loader, ctrl: str, expect: str) -> None:
     log = _fault(async_engine, ctrl)
     assert expect in log and "in wrapperExecAsync" in log
+
+
+def test_deadlock_in_wrapper_exec_async_504(async_engine: Loader) -> None:
+    assert restarted(async_engine)
+    status, doc = once(async_engine, {"ctrl": "hang"}, headers={"X-Aiges-Deadline": "1"})
+    assert (status, doc["header"]["code"]) == (504, 10102)
+    assert once(async_engine, {"ctrl": "inline"})[0] == 200
 
 
 def test_crash_in_the_callback_thread(async_engine: Loader) -> None:

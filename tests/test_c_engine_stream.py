@@ -171,28 +171,38 @@ def test_fault_in_wrapper_write(read_engine: Loader, how: str) -> None:
     assert "in wrapperWrite" in _dies(read_engine, frames)
 
 
-def test_crash_in_wrapper_read(read_engine: Loader) -> None:
-    frames = [frame("text", b"readcrash", 0, {"ctrl": "default"}), frame("text", b"x", 2)]
+@pytest.mark.parametrize("how", ["crash", "abort", "exit"])
+def test_fault_in_wrapper_read(read_engine: Loader, how: str) -> None:
+    frames = [frame("text", f"read:{how}".encode(), 0, {"ctrl": "default"}), frame("text", b"x", 2)]
     assert "in wrapperRead" in _dies(read_engine, frames)
 
 
-def test_crash_in_wrapper_destroy_after_the_results(read_engine: Loader) -> None:
+@pytest.mark.parametrize("how", ["crash", "abort", "exit"])
+def test_fault_in_wrapper_destroy_after_the_results(read_engine: Loader, how: str) -> None:
     assert restarted(read_engine)
     mark = len(app_log(read_engine))
-    msgs = session(read_engine, three({"ctrl": "destroycrash"}))
-    assert results(msgs) == ["AB", "CD", "EF"]  # the client had its answer; the destroy then crashed
+    msgs = session(read_engine, three({"ctrl": f"destroy:{how}"}))
+    assert results(msgs) == ["AB", "CD", "EF"]  # the client had its answer; the destroy then failed
     assert wait_until(lambda: "in wrapperDestroy" in app_log(read_engine)[mark:], 5)
     assert restarted(read_engine)
 
 
-def test_deadlock_in_wrapper_write_ends_the_session_at_its_timeout(c_build: Any, tmp_path: Path) -> None:
-    loader = start_c(tmp_path, c_build(), aiges="asyncMode = false", ws="readTimeout = 1\nsessionTimeout = 2")
+def test_deadlock_in_each_session_entry_point_ends_only_that_session(c_build: Any, tmp_path: Path) -> None:
+    """Hung create, write, read and destroy: each session ends by its timeout (or had its results
+    when its destroy hangs); the worker's other threads keep serving."""
+    loader = start_c(tmp_path, c_build(), aiges="asyncMode = false\nworkerThreads = 6\ndeadline = 2",
+                     ws="readTimeout = 1\nsessionTimeout = 3")
     try:
         t = time.monotonic()
-        msgs = session(loader, [frame("text", b"ok", 0, {"ctrl": "default"}), frame("text", b"hang", 1)])
-        code, message = errors_of(msgs)[0]
-        assert code == 10114 and "timeout" in message
-        assert time.monotonic() - t < 4
+        code, _ = errors_of(session(loader, three({"ctrl": "hang"})))[0]  # create
+        assert code in (10102, 10114) and time.monotonic() - t < 4
+        msgs = session(loader, [frame("text", b"ok", 0, {"ctrl": "default"}), frame("text", b"hang", 1)])  # write
+        assert results(msgs) == ["OK"] and errors_of(msgs)[0][0] == 10114
+        msgs = session(loader, [frame("text", b"read:hang", 0, {"ctrl": "default"}), frame("text", b"x", 2)])  # read
+        assert errors_of(msgs)[0][0] == 10114
+        msgs = session(loader, three({"ctrl": "destroy:hang"}))  # destroy
+        assert results(msgs) == ["AB", "CD", "EF"] and not errors_of(msgs)
         assert once(loader, {"ctrl": "echo"})[0] == 200  # the other threads still serve
+        assert session(loader, three({"ctrl": "default"}))[-1] == {"closed": 1000}
     finally:
         loader.stop()

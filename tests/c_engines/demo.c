@@ -17,8 +17,8 @@
  * sessions (ctrl on the first frame): default (one result per write, uppercased, End on the last
  *   frame), always (wrapperRead always returns a static list), late (results only appear 120 ms
  *   after the last write), fail (errNum 5151), null (NULL, errNum 0), readfail (6161),
- *   writefail (7171), crash | abort | exit | hang (in create), destroycrash;
- *   frame data "crash" | "abort" | "exit" | "hang" faults in write, "readcrash" in the next read.
+ *   writefail (7171), crash | abort | exit | hang (in create), destroy:<how> (in destroy);
+ *   frame data "crash" | "abort" | "exit" | "hang" faults in write, "read:<how>" in the next read.
  *   With a callback (asyncMode) a thread per session pushes one result per write.
  */
 #include <pthread.h>
@@ -308,7 +308,7 @@ typedef struct {
     int busy;
     int last_status;
     int frames;
-    int read_crash;
+    char read_fault[16]; /* a fault for the next wrapperRead, from frame data "read:<how>" */
     struct timespec ended;
     /* results waiting for wrapperRead, or for the callback thread */
     pthread_mutex_t mu;
@@ -390,7 +390,7 @@ int wrapperWrite(const void* handle, pDataList reqData) {
         /* frame data used as a C string (the noob-wrapper shape): the host NUL-terminates it */
         const char* text = d->data;
         fault(strcmp(text, "crash") && strcmp(text, "abort") && strcmp(text, "exit") && strcmp(text, "hang") ? NULL : text);
-        if (!strcmp(text, "readcrash")) s->read_crash = 1;
+        if (!strncmp(text, "read:", 5)) snprintf(s->read_fault, sizeof s->read_fault, "%s", text + 5);
         s->frames++;
         s->last_status = d->status;
         if (!strcmp(s->mode, "always")) continue;
@@ -418,7 +418,7 @@ static struct DataList always_node = {always_key, always_data, 6, DataText, Data
 int wrapperRead(const void* handle, pDataList* respData) {
     Sess* s = (Sess*)handle;
     enter(s);
-    if (s->read_crash) fault("crash");
+    if (s->read_fault[0]) fault(s->read_fault);
     if (!strcmp(s->mode, "readfail")) { leave(s); return 6161; }
     if (!strcmp(s->mode, "always")) {
         /* wrapper_catch's shape: one shared static list, every read "has data" */
@@ -443,7 +443,7 @@ int wrapperRead(const void* handle, pDataList* respData) {
 int wrapperDestroy(const void* handle) {
     Sess* s = (Sess*)handle;
     enter(s);
-    if (!strcmp(s->mode, "destroycrash")) fault("crash");
+    if (!strncmp(s->mode, "destroy:", 8)) fault(s->mode + 8);
     if (s->cb) {
         pthread_mutex_lock(&s->mu);
         s->stop = 1;

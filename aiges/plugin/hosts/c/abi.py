@@ -22,8 +22,8 @@ import ctypes
 import struct
 import threading
 from collections.abc import Iterable, Mapping
-from itertools import accumulate
 from ctypes import CFUNCTYPE, POINTER, c_char_p, c_int, c_uint, c_void_p
+from itertools import accumulate
 from typing import Any
 
 from aiges._pb import aiges_inner_pb2 as pb
@@ -50,10 +50,6 @@ if ctypes.sizeof(ParamList) != PARAM.size or ctypes.sizeof(DataList) != DATA.siz
 # int (*wrapperCallback)(const void* usrTag, pDataList respData, int ret)
 CALLBACK = CFUNCTYPE(c_int, c_void_p, c_void_p, c_int)
 NO_CALLBACK = CALLBACK()  # a NULL wrapperCallback: wrapperCreate of a session read with wrapperRead
-# int (*)(const void* usrTag, const char* meterKey, int count) / (const char* usrTag, key, value)
-METER = CFUNCTYPE(c_int, c_void_p, c_char_p, c_int)
-TRACE = CFUNCTYPE(c_int, c_char_p, c_char_p, c_char_p)
-CT_METER_CUSTOM, CT_TRACE_LOG = 0, 2
 
 _P = c_void_p
 _PP = POINTER(c_void_p)
@@ -104,7 +100,7 @@ def build(params: Mapping[str, str] | None = None, items: Iterable[pb.RequestDat
     parts: list[bytes] = []
     for k, v in plist or ():
         parts += (k, v)
-    for d, desc in zip(ilist or (), descs):
+    for d, desc in zip(ilist or (), descs, strict=True):
         parts += (d.key.encode(), d.data)
         for k, v in desc:
             parts += (k, v)
@@ -126,7 +122,7 @@ def build(params: Mapping[str, str] | None = None, items: Iterable[pb.RequestDat
             i += 2
         if not plist:
             node += PARAM.size  # one zeroed node: an empty list, as upstream passes it
-    for j, (d, desc) in enumerate(zip(ilist or (), descs)):
+    for j, (d, desc) in enumerate(zip(ilist or (), descs, strict=True)):
         key_at, data_at = at[i], at[i + 1]
         i += 2
         desc_addr = base + node
@@ -230,9 +226,6 @@ class Library:
             return self.fns[name](*args)
 
     # ---- the entry points (named as the symbols; see the class docstring)
-    def wrapperSetCtrl(self, kind: int, fn: Any) -> int:
-        return int(self._call("wrapperSetCtrl", kind, ctypes.cast(fn, c_void_p)))
-
     def wrapperInit(self, cfg: int) -> int:
         return int(self._call("wrapperInit", cfg))
 

@@ -121,7 +121,11 @@ class _Session:
     def deliver(self, host: CHost, resp_addr: int, ret: int) -> int:
         if self.finished or self.closed:
             return -1
-        host._push_read(self, host._response(resp_addr, ret, "callback"), dedupe=False)
+        resp = host._response(resp_addr, ret, "callback")
+        if resp.ret == errors.WRAPPER_EXEC and not ret and "no data" in resp.msg:
+            return 0  # an empty list is "nothing yet" in a session, not an error that ends it
+        resp.tag = self.tag
+        host._push_read(self, resp, dedupe=False)
         return 0
 
 
@@ -248,12 +252,8 @@ class CHost:
             return ret
         lib = self.lib
         assert lib is not None
-        if lib.has("wrapperSetCtrl"):
-            # upstream never called it; libraries that store these pointers expect them before init
-            for kind, fn in ((abi.CT_METER_CUSTOM, _METER), (abi.CT_TRACE_LOG, _TRACE)):
-                code = lib.wrapperSetCtrl(kind, fn)
-                if code:
-                    logger.debug("wrapperSetCtrl(%d) returned %d", kind, code)
+        # wrapperSetCtrl is not called, as upstream never did: a library sees the host it was
+        # written for (and no Python callback can run on its threads outside asyncMode)
         block = abi.build(params=config)
         code = lib.wrapperInit(block.params)
         if code:
@@ -503,17 +503,3 @@ class CHost:
         self._unregister(sess)
         return pb.Ret(ret=code, msg=self.error_text(code) if code else "")
 
-
-def _meter(tag: int | None, key: bytes | None, count: int) -> int:
-    logger.debug("meter %s += %d", (key or b"").decode("utf-8", "replace"), count)
-    return 0
-
-
-def _trace(tag: bytes | None, key: bytes | None, value: bytes | None) -> int:
-    logger.debug("trace %s: %s = %s", (tag or b"").decode("utf-8", "replace"), (key or b"").decode("utf-8", "replace"),
-                 (value or b"").decode("utf-8", "replace"))
-    return 0
-
-
-_METER = abi.METER(_meter)
-_TRACE = abi.TRACE(_trace)
