@@ -165,10 +165,11 @@ def read_desc(addr: int) -> dict[str, str]:
     return out
 
 
-def read_list(addr: int) -> list[pb.ResponseData]:
-    """Copy a DataList the library owns into proto items (keys, data, desc; type and status).
-    A node with neither key nor data is an empty list's head node, as upstream builds them."""
-    out = []
+def read_list(addr: int, into: Any) -> None:
+    """Copy a DataList the library owns into proto items (keys, data, desc; type and status),
+    appended to ``into`` (a Response's ``list``).  A node with neither key nor data is an empty
+    list's head node, as upstream builds them: skipped."""
+    add = into.add
     n = 0
     while addr:
         n += 1
@@ -179,11 +180,11 @@ def read_list(addr: int) -> list[pb.ResponseData]:
         if length and not data:
             raise BadOutput(f"output item {_text(key)!r} has len {length} but data NULL")
         if key or length:
-            out.append(pb.ResponseData(key=_text(key), data=ctypes.string_at(data, length) if length else b"",
-                                       len=length, type=d.type, status=d.status,
-                                       desc=read_desc(d.desc) if d.desc else None))
+            item = add(key=_text(key), data=ctypes.string_at(data, length) if length else b"", len=length,
+                       type=d.type, status=d.status)
+            if d.desc:
+                item.desc.update(read_desc(d.desc))
         addr = d.next or 0
-    return out
 
 
 class SymbolError(Exception):

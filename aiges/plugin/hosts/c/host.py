@@ -307,12 +307,11 @@ class CHost:
             # as upstream: no wrapperExecFree after a failure (the library keeps what it made)
             return pb.Response(tag=tag, ret=code, msg=self.error_text(code))
         addr = out.value or 0
-        resp = self._response(addr, 0, "wrapperExec")
+        resp = self._response(addr, 0, "wrapperExec", tag)
         if addr:
             freed = lib.wrapperExecFree(usr, out)
             if freed:
                 logger.warning("wrapperExecFree returned %d (tag %s)", freed, tag)
-        resp.tag = tag
         return resp
 
     def _once_async(self, lib: abi.Library, req: pb.Request, block: abi.Block, deadline: float | None) -> pb.Response:
@@ -345,18 +344,19 @@ class CHost:
     def once_batch(self, reqs: list[pb.Request], deadlines: list[float | None]) -> list[pb.Response]:
         return [self.once(r, d) for r, d in zip(reqs, deadlines, strict=True)]
 
-    def _response(self, addr: int, ret: int, what: str) -> pb.Response:
+    def _response(self, addr: int, ret: int, what: str, tag: str = "") -> pb.Response:
         """Copy a result list the library owns (or report ``ret``) into a Response."""
         if ret:
-            return pb.Response(ret=ret, msg=self.error_text(ret))
+            return pb.Response(tag=tag, ret=ret, msg=self.error_text(ret))
+        resp = pb.Response(tag=tag)
         try:
-            items = abi.read_list(addr)
+            abi.read_list(addr, resp.list)
         except abi.BadOutput as e:
-            return pb.Response(ret=errors.WRAPPER_EXEC, msg=f"{what} returned an invalid list: {e}")
-        if not items:
-            return pb.Response(ret=errors.WRAPPER_EXEC, msg=f"{what} returned 0 but no data "
+            return pb.Response(tag=tag, ret=errors.WRAPPER_EXEC, msg=f"{what} returned an invalid list: {e}")
+        if not resp.list:
+            return pb.Response(tag=tag, ret=errors.WRAPPER_EXEC, msg=f"{what} returned 0 but no data "
                                f"({'respData NULL' if not addr else 'only empty items'})")
-        return pb.Response(ret=0, list=items)
+        return resp
 
     # ---- callbacks (any library thread; ctypes takes the GIL for us)
     def _register(self, tag: str, target: _Once | _Session) -> tuple[bytes, int]:
@@ -449,11 +449,14 @@ class CHost:
             code = lib.wrapperRead(sess.ptr, out)
             if code:
                 return pb.Response(tag=sess.tag, ret=code, msg=self.error_text(code))
+            resp = pb.Response(tag=sess.tag)
             try:
-                items = abi.read_list(out.value or 0)
+                abi.read_list(out.value or 0, resp.list)
             except abi.BadOutput as e:
                 return pb.Response(tag=sess.tag, ret=errors.WRAPPER_READ, msg=f"wrapperRead returned an invalid list: {e}")
-        items = [d for d in items if d.data or d.status in _FINAL]  # an empty middle item: nothing yet
+        items = [d for d in resp.list if d.data or d.status in _FINAL]  # an empty middle item: nothing yet
+        if len(items) == len(resp.list):
+            return resp if items else None
         return pb.Response(tag=sess.tag, list=items) if items else None
 
     def _read_once(self, sess: _Session, dedupe: bool) -> None:
