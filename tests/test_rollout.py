@@ -92,11 +92,11 @@ class Load:
 
 # ---------------------------------------------------------------- drainDelay
 def test_drain_delay_serves_as_usual_while_ready_says_503_then_drains(tmp_path: Path) -> None:
-    """SIGTERM with drainDelay = 2: at once /ready is 503 DRAINING, yet new connections are
+    """SIGTERM with drainDelay = 3: at once /ready is 503 DRAINING, yet new connections are
     accepted and requests on open keep-alive connections answered 200 (with Connection: close, so
     clients reconnect through the balancer); a load running across the delay loses nothing; after
     the delay new connections are refused and the loader exits 0 within delay + grace."""
-    delay, grace = 2.0, 5.0
+    delay, grace = 3.0, 5.0
     loader = start_loader(tmp_path, WRAPPERS / "echo", aiges=f"drainDelay = {delay}\ngrace = {grace}")
     try:
         assert ready(loader.port) == (200, "READY")
@@ -121,7 +121,7 @@ def test_drain_delay_serves_as_usual_while_ready_says_503_then_drains(tmp_path: 
         # after the delay the drain refuses new connections: the load's last requests may see that
         assert set(load.counts) <= {"200", "ConnectionRefusedError", "503"}, dict(load.counts)
         assert rc == 0 and delay <= exited < delay + grace, (rc, exited)
-        assert "serving as usual for 2s ([aiges] drainDelay)" in loader.stderr()
+        assert "serving as usual for 3s ([aiges] drainDelay)" in loader.stderr()
     finally:
         loader.stop(signal.SIGKILL)
 
