@@ -63,6 +63,9 @@ class Settings:
     liveness_interval: float | None = 5.0  # seconds between health pings of each worker; None = off
     exit_on_init_failure: bool = True
     grace: float = 30.0
+    # seconds after SIGTERM of serving as usual while /ready already says 503 (the preStop sleep
+    # of orchestrators that have none: Swarm, systemd, a bare load balancer); then the drain
+    drain_delay: float = 0.0
     wrapper_error_status: int = 500
     header_pass: tuple[str, ...] = ()
     # streaming
@@ -70,6 +73,10 @@ class Settings:
     ws_session_timeout: float = 180.0
     # security
     api_keys: tuple[str, ...] = ()
+    # [auth] apiKeysFile / AIGES_API_KEYS_FILE (a Swarm/Docker secret): its keys as read at start,
+    # added to api_keys; SIGHUP reads the file again (aiges.loader.auth.ApiKeys)
+    api_keys_file: str | None = None
+    file_api_keys: tuple[str, ...] = ()
     # logs
     log_dir: str = "logs"
     log_level: str = "info"
@@ -184,7 +191,8 @@ def _section(doc: Mapping[str, Any], name: str) -> Mapping[str, Any]:
 # [ws] is reported, as a likely typo.  Other sections are upstream platform plumbing.
 AIGES_KEYS = frozenset({
     "wrapperDir", "wrapperModule", "workers", "workerThreads", "maxInflight", "deadline", "maxBodyMB",
-    "startTimeout", "initTimeout", "restartBackoffMax", "livenessInterval", "exitOnInitFailure", "grace", "wrapperErrorStatus",
+    "startTimeout", "initTimeout", "restartBackoffMax", "livenessInterval", "exitOnInitFailure", "grace", "drainDelay",
+    "wrapperErrorStatus",
     "headerPass", "pythonPluginCmd", "max_batch_size", "max_queue_delay_ms", "lane",
     # upstream's
     "gesMock", "sessMode", "numaNode", "realTimeRlt", "usrCfg", "sub", "asyncMode", "sessDelGt", "httpRetry",
@@ -215,6 +223,21 @@ def _nonneg_float(v: Any) -> float:
     if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
         raise TypeError
     return float(v)
+
+
+def read_api_keys_file(path: str, where: str) -> tuple[str, ...]:
+    """One key per line; blank lines and ``#`` comments are skipped.  An unreadable or empty
+    file is an error: it must neither lock every client out nor turn authentication off."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        reason = e.strerror if isinstance(e, OSError) else "not UTF-8 text"
+        raise ConfigError(f"{where}: cannot read the API keys file {path}: {reason}") from None
+    keys = tuple(dict.fromkeys(k for k in (line.strip() for line in lines) if k and not k.startswith("#")))
+    if not keys:
+        raise ConfigError(f"{where}: the API keys file {path} holds no key (one key per line)")
+    return keys
 
 
 # ---------------------------------------------------------------- the parse
@@ -279,6 +302,13 @@ def parse(text: str, path: str = "aiges.toml", svc_name: str = "svcName",
     api_keys = _get(auth, "auth", "apiKeys", (), _str_list, "a list of strings")
     if env.get("AIGES_API_KEYS"):
         api_keys = _str_list(env["AIGES_API_KEYS"])
+    keys_file = _get(auth, "auth", "apiKeysFile", None, _str, "a file path string")
+    where = "[auth] apiKeysFile"
+    if env.get("AIGES_API_KEYS_FILE"):
+        keys_file, where = env["AIGES_API_KEYS_FILE"], "AIGES_API_KEYS_FILE"
+    elif keys_file:
+        keys_file = os.path.join(base, keys_file)
+    file_keys = read_api_keys_file(keys_file, where) if keys_file else ()
 
     workers = _get(aiges, "aiges", "workers", 1, _workers, 'a positive integer or "auto"')
     if env.get("AIGES_WORKERS"):
@@ -315,11 +345,14 @@ def parse(text: str, path: str = "aiges.toml", svc_name: str = "svcName",
                                "a number of seconds (0 = off)") or None,
         exit_on_init_failure=_get(aiges, "aiges", "exitOnInitFailure", True, _bool, "true or false"),
         grace=_get(aiges, "aiges", "grace", 30.0, _float, "a positive number of seconds"),
+        drain_delay=_get(aiges, "aiges", "drainDelay", 0.0, _nonneg_float, "a number of seconds (0 = off)"),
         wrapper_error_status=status,
         header_pass=_get(aiges, "aiges", "headerPass", (), _str_list, "a string \"a;b\" or a list of strings"),
         ws_read_timeout=_get(ws, "ws", "readTimeout", 15.0, _float, "a positive number of seconds"),
         ws_session_timeout=_get(ws, "ws", "sessionTimeout", 180.0, _float, "a positive number of seconds"),
         api_keys=api_keys,
+        api_keys_file=os.path.abspath(keys_file) if keys_file else None,
+        file_api_keys=file_keys,
         log_dir=log_dir,
         log_level=log_level,
         access_log=_get(log, "log", "access", True, _bool, "true or false"),

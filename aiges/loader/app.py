@@ -19,13 +19,25 @@ from aiohttp.web_protocol import RequestPayloadError
 from aiges import errors
 from aiges.config import Settings
 from aiges.loader import auth, envelope, protocol
+from aiges.loader.auth import ApiKeys
 from aiges.loader.metrics import Metrics
 from aiges.loader.once import handle_once, new_sid
 from aiges.loader.openapi import forget as forget_openapi
 from aiges.loader.openapi import openapi_json, swagger
 from aiges.loader.rest import handle_infer, rest_error_body
 from aiges.loader.routes import inference_routes
-from aiges.loader.state import DRAINING, METRICS, POOL, SCHEMA, SERVICES, SESSIONS, SETTINGS, VALIDATOR
+from aiges.loader.state import (
+    API_KEYS,
+    DRAINING,
+    LEAVING,
+    METRICS,
+    POOL,
+    SCHEMA,
+    SERVICES,
+    SESSIONS,
+    SETTINGS,
+    VALIDATOR,
+)
 from aiges.loader.stream import handle_stream
 from aiges.loader.validate import Validator
 from aiges.loader.workers import WorkerPool
@@ -74,8 +86,9 @@ async def envelope_errors(request: web.Request, handler: Handler) -> web.StreamR
         if draining and route in PROTECTED:  # a new request on a keep-alive connection during the drain
             raise errors.WorkerUnavailable("server shutting down: not taking new requests; retry (another "
                                            "instance)", errors.SHUTTING_DOWN, retry_after=1)
-        if settings.api_keys and route in PROTECTED:
-            _check_api_key(request, settings.api_keys)
+        keys = app[API_KEYS].keys
+        if keys and route in PROTECTED:
+            _check_api_key(request, keys)
         response = await handler(request)
     except errors.AigesError as e:
         err = e
@@ -109,7 +122,7 @@ async def envelope_errors(request: web.Request, handler: Handler) -> web.StreamR
     app[METRICS].observe(route, response.status, time.perf_counter() - started, err.code if err else 0)
     if not response.prepared:  # a WebSocket has sent its headers already
         response.headers.setdefault("Access-Control-Allow-Origin", "*")  # as upstream, on every answer
-        if draining or app[DRAINING].is_set():
+        if draining or app[DRAINING].is_set() or app[LEAVING].is_set():
             response.force_close()  # no more requests on this connection: the drain can end
     return response
 
@@ -121,7 +134,7 @@ async def health(request: web.Request) -> web.Response:
 
 async def ready(request: web.Request) -> web.Response:
     pool = request.app[POOL]
-    draining = request.app[DRAINING].is_set()
+    draining = request.app[DRAINING].is_set() or request.app[LEAVING].is_set()
     ok = pool.ready and not draining
     body = {"status": "DRAINING" if draining else "READY" if ok else "NOT_READY", "workers": len(pool.workers),
             "ready": pool.ready_count}
@@ -180,7 +193,8 @@ def refresh_service(app: web.Application, schema: dict[str, Any]) -> None:
                    "no route", "s" if len(missing) == 1 else "")
 
 
-def create_app(settings: Settings, pool: WorkerPool, metrics_: Metrics, schema: dict[str, Any]) -> web.Application:
+def create_app(settings: Settings, pool: WorkerPool, metrics_: Metrics, schema: dict[str, Any],
+               api_keys: ApiKeys | None = None) -> web.Application:
     protocol.install()  # what aiohttp's HTTP parser rejects gets the error envelope too
     app = web.Application(middlewares=[envelope_errors], client_max_size=settings.max_body_size)
     app[SETTINGS] = settings
@@ -192,6 +206,8 @@ def create_app(settings: Settings, pool: WorkerPool, metrics_: Metrics, schema: 
     app[VALIDATOR] = Validator(schema, service_id)
     app[SESSIONS] = set()
     app[DRAINING] = asyncio.Event()
+    app[LEAVING] = asyncio.Event()
+    app[API_KEYS] = api_keys or ApiKeys(settings)
     metrics_.bind_pool(lambda: float(pool.inflight), lambda: float(len(pool.workers) * settings.worker_threads),
                        lambda: float(pool.ready_count), lambda: float(len(pool.workers)))
 

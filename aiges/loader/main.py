@@ -9,6 +9,7 @@ wrapperFini runs) → exit 0.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -20,8 +21,9 @@ from aiohttp import web
 from aiges.config import Settings
 from aiges.loader import grpc_api, logs
 from aiges.loader.app import create_app
+from aiges.loader.auth import ApiKeys
 from aiges.loader.metrics import Metrics
-from aiges.loader.state import DRAINING
+from aiges.loader.state import DRAINING, LEAVING
 from aiges.loader.stream import drain_sessions
 from aiges.loader.workers import WorkerPool, WorkerStartError
 
@@ -36,6 +38,8 @@ async def serve(settings: Settings) -> int:
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    api_keys = ApiKeys(settings)
+    loop.add_signal_handler(signal.SIGHUP, api_keys.reload)  # a new keys file, without a restart
     where = settings.wrapper_dir or "PYTHONPATH / working directory"
     logger.info("starting %d plugin worker(s) for %s.py in %s", settings.workers, settings.wrapper_module, where)
     for warning in settings.warnings:
@@ -55,7 +59,7 @@ async def serve(settings: Settings) -> int:
     except WorkerStartError as e:
         logger.error("cannot start the wrapper: %s", e)
         return 1
-    app = create_app(settings, pool, metrics, pool.schema)
+    app = create_app(settings, pool, metrics, pool.schema, api_keys)
     # requests and sessions are drained before aiohttp's own shutdown (see the end of serve), so
     # it only has to wait for handlers that are answering already
     runner = web.AppRunner(app, access_log_class=logs.AccessLogger, handle_signals=False,
@@ -85,6 +89,13 @@ async def serve(settings: Settings) -> int:
     logger.info("listening on %s:%d; routes: %s", host, port,
                 ", ".join(sorted({r.resource.canonical for r in app.router.routes() if r.resource})))
     await stop.wait()
+    if settings.drain_delay:  # the preStop sleep built in: balancers see /ready 503 and move away first
+        app[LEAVING].set()
+        logger.info("shutting down: /ready says 503, serving as usual for %gs ([aiges] drainDelay)",
+                    settings.drain_delay)
+        stop.clear()  # a second SIGTERM / Ctrl-C ends the delay at once
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(stop.wait(), settings.drain_delay)
     logger.info("shutting down: draining sessions and requests (grace %.0fs)", settings.grace)
     # Stop accepting, then let open sessions finish while their connections are still read:
     # aiohttp's own shutdown (runner.cleanup) stops reading every connection at once, which would
@@ -124,5 +135,5 @@ def run(settings: Settings) -> int:
     finally:
         # the loop's handlers are gone: a second SIGTERM/Ctrl-C while Python exits must not turn a
         # clean shutdown into a kill
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)

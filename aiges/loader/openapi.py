@@ -23,7 +23,7 @@ from aiohttp import web
 
 from aiges import __version__, errors
 from aiges.loader.routes import inference_routes
-from aiges.loader.state import SCHEMA, SETTINGS
+from aiges.loader.state import API_KEYS, SCHEMA, SETTINGS
 from aiges.loader.validate import ParamRule, param_problem, param_rules
 
 try:
@@ -447,7 +447,7 @@ async def openapi_json(request: web.Request) -> web.Response:
         settings = app[SETTINGS]
         served = {r.canonical for r in app.router.resources()}  # a late schema's route may not be
         routes = [r for r in inference_routes(settings, app[SCHEMA]) if r in served]
-        doc = build_openapi(app[SCHEMA], routes, bool(settings.api_keys))
+        doc = build_openapi(app[SCHEMA], routes, bool(app[API_KEYS].keys))
         try:
             body = orjson.dumps(doc)
         except TypeError:  # an integer beyond 64 bits in a field's limits: the stdlib writes it
