@@ -12,16 +12,16 @@ setup(
     # live at the top level for people to read; installed, they are aiges.wrapper_template / aiges.mnist_demo
     packages=find_packages(include=["aiges", "aiges.*"]) + ["aiges.wrapper_template", "aiges.mnist_demo"],
     package_dir={"aiges.wrapper_template": "wrapper_template", "aiges.mnist_demo": "examples/mnist"},
-    package_data={"aiges": ["default.toml", "py.typed"],
+    package_data={"aiges": ["py.typed"], "aiges.tools": ["default.toml"],
                   "aiges.wrapper_template": ["*.md", "*.txt", "Dockerfile", ".dockerignore", "wrapper/*.py",
                                              "wrapper/test_data/*"],
                   "aiges.mnist_demo": ["*.md", "*.txt", "*.py", "wrapper/*.py", "wrapper/test_data/*"]},
     include_package_data=True,
     install_requires=[
         "aiohttp>=3.9",
-        "grpcio>=1.85.1",  # the generated code in aiges/_pb needs at least the grpcio-tools version below
+        "grpcio>=1.85.1",  # the generated code in aiges/wire/pb needs at least the grpcio-tools version below
         "grpcio-health-checking>=1.85.1",
-        "protobuf>=7.35.1",  # the runtime must be at least the generated code's version (aiges/_pb)
+        "protobuf>=7.35.1",  # the runtime must be at least the generated code's version (aiges/wire/pb)
         "toml>=0.10",  # TOML on Python 3.10 (3.11+ uses tomllib)
         "orjson>=3.8",  # the envelope codec is on the hot path
         "uvloop>=0.19; sys_platform != 'win32'",  # faster event loop for loader and plugin
@@ -33,7 +33,7 @@ setup(
     extras_require={
         "test": [
             "pytest>=7",
-            "grpcio-tools==1.85.1",  # pinned: tests regenerate aiges/_pb and compare (drift check)
+            "grpcio-tools==1.85.1",  # pinned: tests regenerate aiges/wire/pb and compare (drift check)
             "catboost",
             "openapi-spec-validator>=0.7",  # tests validate /openapi.json
             "selenium>=4.10",  # the Swagger UI browser test (with Debian's chromium + chromium-driver)
@@ -42,5 +42,5 @@ setup(
         ],
         "dev": ["grpcio-tools==1.85.1", "ruff", "mypy"],
     },
-    entry_points={"console_scripts": ["aiges=aiges.cli:main"]},
+    entry_points={"console_scripts": ["aiges=aiges.tools.cli:main"]},
 )

@@ -25,6 +25,7 @@ from aiges.loader.once import handle_once, new_sid
 from aiges.loader.openapi import forget as forget_openapi
 from aiges.loader.openapi import openapi_json, swagger
 from aiges.loader.rest import handle_infer, rest_error_body
+from aiges.loader.routes import inference_routes
 from aiges.loader.state import (
     API_KEYS,
     DRAINING,
@@ -47,16 +48,6 @@ PROTECTED = frozenset({"once", "stream", "infer"})  # routes that need an API ke
 CORS_PREFLIGHT = {"Access-Control-Allow-Origin": "*", "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
                   "Access-Control-Allow-Headers": "Content-Type, x-api-key, Authorization, X-Aiges-Deadline",
                   "Access-Control-Max-Age": "600"}
-
-
-def inference_routes(settings: Settings, schema: dict[str, Any]) -> list[str]:
-    meta = schema.get("meta") or {}
-    route = meta.get("route")
-    routes = [route] if isinstance(route, str) else list(route or [])
-    if not routes and meta.get("serviceId"):
-        routes = [f"/{meta.get('version', 'v1')}/private/{meta['serviceId']}"]
-    routes.append(f"/v1/{settings.svc_name}")
-    return [r if r.startswith("/") else "/" + r for r in dict.fromkeys(routes)]
 
 
 def _check_api_key(request: web.Request, keys: tuple[str, ...]) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 
 from aiges import errors
-from aiges._pb import aiges_inner_pb2 as pb
+from aiges.wire.pb import aiges_inner_pb2 as pb
 
 DATA_FIELDS = {"text": 0, "audio": 1, "image": 2, "video": 3, "other": 4}
 TYPE_NAMES = {v: k for k, v in DATA_FIELDS.items()}

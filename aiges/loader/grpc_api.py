@@ -15,13 +15,13 @@ import grpc
 from aiohttp import web
 
 from aiges import errors
-from aiges._pb import aiges_api_pb2 as api
-from aiges._pb import aiges_api_pb2_grpc as api_grpc
 from aiges.loader import auth
 from aiges.loader.metrics import Metrics
 from aiges.loader.once import execute_once, new_sid
 from aiges.loader.state import API_KEYS, METRICS, SESSIONS, SETTINGS
 from aiges.loader.stream import InputClosed, Session
+from aiges.wire.pb import aiges_api_pb2 as api
+from aiges.wire.pb import aiges_api_pb2_grpc as api_grpc
 
 logger = logging.getLogger("aiges.grpc")
 _END = None

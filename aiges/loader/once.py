@@ -7,9 +7,9 @@ import uuid
 from aiohttp import web
 
 from aiges import errors
-from aiges._pb import aiges_inner_pb2 as pb
 from aiges.loader import envelope
 from aiges.loader.state import POOL, SERVICES, SETTINGS, VALIDATOR, service_label
+from aiges.wire.pb import aiges_inner_pb2 as pb
 
 JSON = "application/json"
 

@@ -22,6 +22,7 @@ import orjson
 from aiohttp import web
 
 from aiges import __version__, errors
+from aiges.loader.routes import inference_routes
 from aiges.loader.state import API_KEYS, SCHEMA, SETTINGS
 from aiges.loader.validate import ParamRule, param_problem, param_rules
 
@@ -440,7 +441,6 @@ def forget(app: web.Application) -> None:
 
 
 async def openapi_json(request: web.Request) -> web.Response:
-    from aiges.loader.app import inference_routes  # app.py imports this module: import here, not at top
     app = request.app
     body = _cache.get(app)
     if body is None:

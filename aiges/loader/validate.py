@@ -32,8 +32,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiges import errors
-from aiges._pb import aiges_inner_pb2 as pb
 from aiges.loader.envelope import TYPE_NAMES, NumberLiteral, json_type
+from aiges.wire.pb import aiges_inner_pb2 as pb
 
 # spellings clients use for the same encoding (compared after _norm)
 ALIASES = {"jpeg": "jpg", "pcm": "raw", "mp3": "lame"}

@@ -1,6 +1,6 @@
 """``aiges check [DIR]``: run a wrapper the way the plugin will, with its declared test values.
 
-The wrapper is imported and called through :class:`aiges.plugin.host.WrapperHost` (the plugin's
+The wrapper is imported and called through :class:`aiges.plugin.hosts.python.WrapperHost` (the plugin's
 own code); the request is built from the declared test values with their full data (as
 ``Wrapper().run()`` uses them), parsed by the loader's envelope codec and checked by the loader's
 validator; outputs are checked against the declared accepts.  So "check passes" means "serves the
@@ -24,9 +24,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from aiges import callback, config
-from aiges._pb import aiges_inner_pb2 as pb
-from aiges.sdk import TYPE_NAMES, WrapperBase, output_problems
+from aiges import config
+from aiges.sdk import TYPE_NAMES, WrapperBase, callback, output_problems
+from aiges.wire.pb import aiges_inner_pb2 as pb
 
 SESSION_WAIT = 10.0  # seconds to wait for a session's last result
 CALL_TIMEOUT = 120.0  # a wrapper call that takes longer is reported as hanging
@@ -180,7 +180,7 @@ class RaisedIn:
 
 class Checker:
     def __init__(self, target: Target, session_wait: float = SESSION_WAIT) -> None:
-        from aiges.plugin.host import WrapperHost
+        from aiges.plugin.hosts.python import WrapperHost
         self.target = target
         self.session_wait = session_wait
         self.host = WrapperHost(target.module, target.wrapper_dir)
