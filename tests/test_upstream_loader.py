@@ -32,13 +32,15 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from http.client import HTTPConnection
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import pytest
 
-from tests.utils import ROOT, alive, child_pids, http, wait_until
+from tests.utils import ROOT, alive, child_pids, http, start_loader, wait_until
 
 SHARED_BIN = ROOT.parent / "shared" / "upstream" / "AIservice"  # prebuilt, beside the checkout
 CACHE_BIN = Path.home() / ".cache" / "aiges" / "upstream" / "AIservice"  # scripts/build-upstream-loader
@@ -254,6 +256,35 @@ def test_starts_our_plugin_and_serves_openapi(image_stats: Upstream) -> None:
     schema = doc["paths"]["/"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     ctrl = schema["properties"]["parameter"]["properties"]["svcName"]["properties"]["ctrl"]
     assert ctrl["type"] == "string" and ctrl["examples"] == ["helloworld"]
+
+
+def status_and_location(url: str, method: str, path: str, body: bytes | None) -> tuple[int, str | None]:
+    """One request, no redirect followed."""
+    parts = urlsplit(url)
+    conn = HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=10)
+    try:
+        conn.request(method, path, body=body, headers={"Content-Type": "application/json"})
+        r = conn.getresponse()
+        r.read()
+        return r.status, r.getheader("Location")
+    finally:
+        conn.close()
+
+
+def test_router_answers_as_ours(image_stats: Upstream, tmp_path: Path) -> None:
+    """The same requests to upstream's loader and to ours (same wrapper): a trailing slash is
+    redirected (307 for POST, query kept), any method on / goes to the Swagger page (302)."""
+    body = json.dumps(image_body("x")).encode()
+    asked = [("POST", "/v1/svcName/", body), ("POST", "/v1/svcName/?a=1&b=%2F", body), ("POST", "/", body),
+             ("PUT", "/", None), ("DELETE", "/", None), ("GET", "/", None), ("GET", "/openapi.json/", None)]
+    ours = start_loader(tmp_path, IMAGE_STATS)
+    try:
+        got = {(m, p): (status_and_location(ours.url, m, p, b), status_and_location(image_stats.url, m, p, b))
+               for m, p, b in asked}
+    finally:
+        ours.stop()
+    assert all(mine == theirs for mine, theirs in got.values()), got
+    assert got[("POST", "/v1/svcName/")][1] == (307, "/v1/svcName")
 
 
 def test_once_success(image_stats: Upstream) -> None:

@@ -25,6 +25,7 @@ from aiges.loader.openapi import forget as forget_openapi
 from aiges.loader.openapi import openapi_json, swagger
 from aiges.loader.rest import handle_infer, rest_error_body
 from aiges.loader.routes import inference_routes
+from aiges.loader.routing import allowed_methods, slash_redirect
 from aiges.loader.state import DRAINING, METRICS, POOL, SCHEMA, SERVICES, SESSIONS, SETTINGS, VALIDATOR
 from aiges.loader.stream import handle_stream
 from aiges.loader.validate import Validator
@@ -67,6 +68,7 @@ async def envelope_errors(request: web.Request, handler: Handler) -> web.StreamR
     started = time.perf_counter()
     route = ROUTE_KINDS.get(request.match_info.handler, "other")
     err: errors.AigesError | None = None
+    http_exc: web.HTTPException | None = None
     if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
         return web.Response(status=204, headers=CORS_PREFLIGHT)  # a browser's CORS preflight
     draining = app[DRAINING].is_set()
@@ -82,7 +84,11 @@ async def envelope_errors(request: web.Request, handler: Handler) -> web.StreamR
     except web.HTTPException as e:
         if e.status < 400:
             raise
-        err = _http_error(e, request, settings)
+        moved = await slash_redirect(request) if e.status == 404 else None
+        if moved is not None:
+            response = moved
+        else:
+            http_exc, err = e, _http_error(e, request, settings)
     except (RequestPayloadError, BadHttpMessage) as e:  # a body that is not gzip, a broken multipart part
         err = errors.BadRequest(f"the request body could not be read: {e}; check Content-Encoding",
                                 errors.INVALID_DATA)
@@ -102,7 +108,9 @@ async def envelope_errors(request: web.Request, handler: Handler) -> web.StreamR
             logger.error("sid=%s code=%s %s %s: %s", sid, err.code, request.method, request.path, err.message)
         else:
             logger.info("sid=%s code=%s %s %s: %s", sid, err.code, request.method, request.path, err.message)
-        headers = {"Retry-After": str(int(err.retry_after or 1))} if status in (429, 503) else None
+        headers = {"Retry-After": str(int(err.retry_after or 1))} if status in (429, 503) else {}
+        if status == 405:
+            headers["Allow"] = allowed_methods(request, http_exc)
         body = (rest_error_body(err, sid, request.content_type, started) if route == "infer"
                 else envelope.error_body(err.code, err.message, sid))
         response = web.Response(status=status, body=body, content_type="application/json", headers=headers)
@@ -200,7 +208,7 @@ def create_app(settings: Settings, pool: WorkerPool, metrics_: Metrics, schema: 
         web.get("/ready", ready),
         web.get("/metrics", metrics),
         web.get("/ping", ping),
-        web.get("/", root),
+        web.route("*", "/", root),  # any method, as upstream
         web.post("/infer", handle_infer),
         web.get("/openapi.json", openapi_json),
         web.get("/swagger", root),
