@@ -8,14 +8,21 @@ HTTP requires of us: every 405 names the allowed methods.
 from __future__ import annotations
 
 import base64
-import http.client
 import json
+import os
+import signal
+import subprocess
+import sys
+from http.client import HTTPConnection
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 import requests
 
-from tests.utils import Loader, once_body
+from aiges.config import Settings
+from aiges.loader import which_wrapper
+from tests.utils import ROOT, SERVING, Loader, http, once_body, wait_until
 
 TEXT = {"text": {"text": base64.b64encode(b"hello").decode(), "status": 3}}
 
@@ -24,7 +31,7 @@ def raw(loader: Loader, method: str, path: str, body: bytes | None = None,
         headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
     """One request, no redirect followed: the status, headers and body as the server sent them."""
     url = urlsplit(loader.url)
-    conn = http.client.HTTPConnection(url.hostname or "127.0.0.1", url.port, timeout=10)
+    conn = HTTPConnection(url.hostname or "127.0.0.1", url.port, timeout=10)
     try:
         conn.request(method, path, body=body, headers={"Content-Type": "application/json", **(headers or {})})
         r = conn.getresponse()
@@ -96,3 +103,73 @@ def test_expect_data_type_against_declared_output_is_10106(demo: Loader) -> None
                                                          expect={"result": {"data_type": "image"}}))
     assert status == 400 and resp["header"]["code"] == 10107, resp
     assert "parameter.demo.repeat" in resp["header"]["message"] and "data_type" in resp["header"]["message"]
+
+
+# ---------------------------------------------------------------- which wrapper.py, and why
+FASTML = ROOT / "examples" / "fastml"
+DEMO = ROOT / "examples" / "demo"
+
+
+def run_loader(workdir: Path, config: str, args: list[str], pythonpath: list[Path]) -> tuple[str, str]:
+    """`python -m aiges -m 0 -c aiges.toml ARGS` in ``workdir`` with PYTHONPATH = ``pythonpath`` +
+    this checkout, until it serves; (its stderr, the serviceId its /openapi.json documents)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "aiges.toml").write_text(config + '\n[wrapper]\nhttp_listen = "127.0.0.1:0"\n\n[log]\ndir = "logs"\n')
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([*map(str, pythonpath), str(ROOT)]))
+    env.pop("AIGES_WRAPPER_DIR", None)
+    out, err = workdir / "out", workdir / "err"
+    with out.open("wb") as o, err.open("wb") as e:
+        proc = subprocess.Popen([sys.executable, "-m", "aiges", "-m", "0", "-c", "aiges.toml", *args],
+                                cwd=workdir, stdout=o, stderr=e, env=env)
+    try:
+        assert wait_until(lambda: SERVING.search(out.read_text()) or proc.poll() is not None, 60), err.read_text()
+        m = SERVING.search(out.read_text())
+        assert m, err.read_text()
+        _, _, doc = http("GET", m.group(1) + "/openapi.json")
+        return err.read_text(), doc["info"]["title"]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def test_wrapper_dir_from_the_file_wins_over_pythonpath_and_says_so(tmp_path: Path) -> None:
+    """The fastml README's old command: PYTHONPATH names fastml, the file's wrapperDir the demo.
+    The demo is served (the file wins), and the start log says which and why, and warns."""
+    log, title = run_loader(tmp_path, f'[aiges]\nwrapperDir = "{DEMO}"\n', [], [FASTML])
+    assert title == "Aiges Service doc for demo"
+    assert f"wrapper: {DEMO}/wrapper.py (chosen by [aiges] wrapperDir in {tmp_path}/aiges.toml)" in log
+    warning = [line for line in log.splitlines() if "WARNING" in line and str(FASTML) in line]
+    assert warning and "--wrapper-dir" in warning[0] and "not served" in warning[0], log
+
+
+def test_wrapper_dir_flag_wins_and_is_named(tmp_path: Path) -> None:
+    """--wrapper-dir (relative to the working directory) wins over the file: fastml is served."""
+    (tmp_path / "ml").symlink_to(FASTML)
+    log, title = run_loader(tmp_path, f'[aiges]\nwrapperDir = "{DEMO}"\n', ["--wrapper-dir", "ml"], [])
+    assert title == "Aiges Service doc for fastml"
+    assert f"wrapper: {tmp_path}/ml/wrapper.py (chosen by --wrapper-dir)" in log
+    assert "WARNING" not in log or "holds a wrapper.py" not in log
+
+
+def test_without_a_choice_pythonpath_serves_and_the_log_says_so(tmp_path: Path) -> None:
+    log, title = run_loader(tmp_path, "[aiges]\n", [], [FASTML])
+    assert title == "Aiges Service doc for fastml"
+    assert f"wrapper: {FASTML}/wrapper.py (found in PYTHONPATH: no --wrapper-dir" in log, log
+
+
+def test_the_explanation_for_each_source(tmp_path: Path) -> None:
+    """The pure part: the working directory comes before PYTHONPATH (as `python -m` imports), and a
+    PYTHONPATH entry that loses is named; nothing found is said too."""
+    (tmp_path / "wrapper.py").write_text("")
+    line, warnings = which_wrapper.explain(Settings(python_path=(str(FASTML),)), str(tmp_path))
+    assert line.startswith(f"wrapper: {tmp_path}/wrapper.py (found in the working directory")
+    assert len(warnings) == 1 and f"PYTHONPATH entry {FASTML} holds a wrapper.py too" in warnings[0]
+    line, warnings = which_wrapper.explain(Settings(wrapper_dir=str(tmp_path), wrapper_dir_from="AIGES_WRAPPER_DIR",
+                                                    wrapper_module="model"), str(tmp_path))
+    assert line == f"wrapper: {tmp_path}/model.py (chosen by AIGES_WRAPPER_DIR); there is no model.py there"
+    line, warnings = which_wrapper.explain(Settings(), str(tmp_path / "nowhere"))
+    assert line.startswith("wrapper: no wrapper.py in the working directory") and not warnings
