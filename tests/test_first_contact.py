@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -22,7 +23,8 @@ import requests
 
 from aiges.config import Settings
 from aiges.loader import which_wrapper
-from tests.utils import ROOT, SERVING, Loader, http, once_body, wait_until
+from aiges.loader.workers.output import TRACEBACK, TracebackJoiner
+from tests.utils import ROOT, SERVING, Loader, http, once_body, start_loader, wait_until
 
 TEXT = {"text": {"text": base64.b64encode(b"hello").decode(), "status": 3}}
 
@@ -173,3 +175,73 @@ def test_the_explanation_for_each_source(tmp_path: Path) -> None:
     assert line == f"wrapper: {tmp_path}/model.py (chosen by AIGES_WRAPPER_DIR); there is no model.py there"
     line, warnings = which_wrapper.explain(Settings(), str(tmp_path / "nowhere"))
     assert line.startswith("wrapper: no wrapper.py in the working directory") and not warnings
+
+
+# ---------------------------------------------------------------- a wrapper's traceback: one ERROR record
+THREAD_RAISES = '''\
+import threading
+from aiges.sdk import WrapperBase, StringBodyField
+
+
+class UserRequest(object):
+    input1 = StringBodyField(key="text", value=b"x")
+
+
+class UserResponse(object):
+    accept1 = StringBodyField(key="result")
+
+
+def fails():
+    try:
+        {}["model"]
+    except KeyError as e:
+        raise RuntimeError("background loader failed") from e
+
+
+class Wrapper(WrapperBase):
+    serviceId = "threads"
+    version = "v1"
+    requestCls = UserRequest()
+    responseCls = UserResponse()
+
+    def wrapperInit(self, config):
+        t = threading.Thread(target=fails, name="model-loader")
+        t.start()
+        t.join()
+        print("after the thread", flush=True)
+        return 0
+'''
+
+
+def test_an_uncaught_wrapper_traceback_is_one_error_record(tmp_path: Path) -> None:
+    """A wrapper thread dies with a chained exception: app.log holds it as ONE record at ERROR
+    (header, frames, both exceptions), and the line printed after it stays an INFO line of its own."""
+    (tmp_path / "w").mkdir()
+    (tmp_path / "w" / "wrapper.py").write_text(THREAD_RAISES)
+    loader = start_loader(tmp_path / "run", tmp_path / "w")
+    try:
+        app_log = loader.log_dir / "app.log"
+        assert wait_until(lambda: "after the thread" in app_log.read_text() and
+                          "background loader failed" in app_log.read_text(), 10)
+    finally:
+        loader.stop()
+    text = app_log.read_text()
+    records = re.split(r"\n(?=\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} )", text)
+    tb = [r for r in records if "Exception in thread model-loader" in r]
+    assert len(tb) == 1 and " ERROR aiges.plugin.w0: stderr: Exception in thread model-loader:" in tb[0], text
+    for part in ("KeyError: 'model'", "The above exception was the direct cause", "RuntimeError: background loader failed"):
+        assert part in tb[0], tb[0]
+    assert not [r for r in records if " INFO " in r and ("Traceback" in r or 'File "' in r)], text
+    assert [r for r in records if r.endswith("INFO aiges.plugin.w0: stdout: after the thread")], text
+
+
+def test_traceback_joiner_keeps_other_lines() -> None:
+    j = TracebackJoiner()
+    assert j.feed("plain line") == [(False, "plain line")]
+    lines = [TRACEBACK, '  File "w.py", line 1, in f', "    x()", "ValueError: bad", "",
+             "During handling of the above exception, another exception occurred:", "", TRACEBACK,
+             '  File "w.py", line 3, in g', "KeyError: 'k'"]
+    for line in lines:
+        assert j.feed(line) == []
+    assert j.feed("INFO w: next") == [(True, "\n".join(lines)), (False, "INFO w: next")]
+    assert j.feed(TRACEBACK) == [] and j.open and j.flush() == [(True, TRACEBACK)] and not j.open
