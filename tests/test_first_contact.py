@@ -18,12 +18,15 @@ from http.client import HTTPConnection
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import grpc
 import pytest
 import requests
 
 from aiges.config import Settings
 from aiges.loader import which_wrapper
 from aiges.loader.workers.output import TRACEBACK, TracebackJoiner
+from aiges.wire.pb import aiges_api_pb2 as api
+from aiges.wire.pb import aiges_api_pb2_grpc as api_grpc
 from tests.utils import ROOT, SERVING, Loader, http, once_body, start_loader, wait_until
 
 TEXT = {"text": {"text": base64.b64encode(b"hello").decode(), "status": 3}}
@@ -245,3 +248,31 @@ def test_traceback_joiner_keeps_other_lines() -> None:
         assert j.feed(line) == []
     assert j.feed("INFO w: next") == [(True, "\n".join(lines)), (False, "INFO w: next")]
     assert j.feed(TRACEBACK) == [] and j.open and j.flush() == [(True, TRACEBACK)] and not j.open
+
+
+# ---------------------------------------------------------------- API keys: both headers, the one read is named
+def test_api_key_errors_name_the_header_that_was_read(tmp_path: Path) -> None:
+    """x-api-key and Authorization: Bearer both work (HTTP and gRPC); a wrong key's 401 names the
+    header it was read from; a missing key's 401 names both ways."""
+    loader = start_loader(tmp_path, DEMO, auth='apiKeys = ["k1"]')
+    body = once_body("demo", TEXT)
+    try:
+        status, _, resp = loader.post("/v1/svcName", body)
+        assert status == 401 and "x-api-key" in resp["header"]["message"] and "Bearer" in resp["header"]["message"]
+        for headers, named in (({"x-api-key": "bad"}, "x-api-key"), ({"Authorization": "Bearer bad"},
+                                                                      "Authorization: Bearer")):
+            status, _, resp = loader.post("/v1/svcName", body, {"Content-Type": "application/json", **headers})
+            assert status == 401 and resp["header"]["code"] == 12401
+            assert resp["header"]["message"] == f"wrong API key (read from the {named} header)"
+        for headers in ({"x-api-key": "k1"}, {"Authorization": "bearer k1"}):
+            assert loader.post("/v1/svcName", body, {"Content-Type": "application/json", **headers})[0] == 200
+        envelope = api.Envelope(json=json.dumps(body))
+        with grpc.insecure_channel(loader.grpc) as channel:
+            stub = api_grpc.AigesStub(channel)
+            assert stub.Once(envelope, timeout=10, metadata=(("authorization", "Bearer k1"),)).json
+            with pytest.raises(grpc.RpcError) as e:
+                stub.Once(envelope, timeout=10, metadata=(("authorization", "Bearer bad"),))
+            assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            assert "Authorization: Bearer" in (e.value.details() or "")
+    finally:
+        loader.stop()

@@ -40,12 +40,8 @@ CORS_PREFLIGHT = {"Access-Control-Allow-Origin": "*", "Access-Control-Allow-Meth
 
 
 def _check_api_key(request: web.Request, keys: tuple[str, ...]) -> None:
-    given = request.headers.get("x-api-key", "")
-    if not given:
-        authorization = request.headers.get("Authorization", "")
-        if authorization.lower().startswith("bearer "):
-            given = authorization[7:].strip()
-    auth.verify(given, keys)
+    given, where = auth.given_key(lambda name: request.headers.get(name, ""))
+    auth.verify(given, keys, where)
 
 
 def _http_error(exc: web.HTTPException, request: web.Request, settings: Settings) -> errors.AigesError:

@@ -86,7 +86,8 @@ class AigesApi(api_grpc.AigesServicer):
     def _authorise(self, context: Any) -> None:
         if self.settings.api_keys:
             md = dict(context.invocation_metadata() or ())
-            auth.verify(str(md.get("x-api-key", "")), self.settings.api_keys)
+            given, where = auth.given_key(lambda name: str(md.get(name, "")))
+            auth.verify(given, self.settings.api_keys, where)
 
     async def Once(self, request: api.Envelope, context: Any) -> api.Envelope:
         started = time.perf_counter()

@@ -56,7 +56,7 @@ ERRORS: dict[str, tuple[str, str, int, str]] = {
             "a field breaks the schema (10107), an expect object's data_type contradicts the declared output "
             "(10106)", "BadRequest", errors.INVALID_PARAM, ""),
     "401": ("missing or wrong API key (only when API keys are configured)", "Unauthorized",
-            errors.UNAUTHORIZED, "missing API key: send it in the x-api-key header"),
+            errors.UNAUTHORIZED, "missing API key: send it in the x-api-key header (or Authorization: Bearer <key>)"),
     "404": ("unknown route", "NotFound", errors.NOT_FOUND, "no route /v1/nothing"),
     "413": ("request body larger than [aiges] maxBodyMB", "TooLarge", errors.BODY_TOO_LARGE,
             "request body is larger than the limit of 64 MB ([aiges] maxBodyMB)"),
