@@ -276,3 +276,34 @@ def test_api_key_errors_name_the_header_that_was_read(tmp_path: Path) -> None:
             assert "Authorization: Bearer" in (e.value.details() or "")
     finally:
         loader.stop()
+
+
+# ---------------------------------------------------------------- messages that tell the truth
+@pytest.mark.parametrize("path, body, where", [
+    ("/v1/svcName", b'{"payload":{"text":{"text":"\xff\xfe"}}}', "line 1 column 29 (byte 28, 0xff: invalid start byte)"),
+    ("/v1/svcName", b'{"header":{},\n "payload":{"t\xc3\xa9\xc3":{}}}', "line 2 column 16 (byte 30, 0xc3: invalid continuation"),
+    ("/infer", b'{"text":"ok \xed\xa0\x80"}', "line 1 column 13 (byte 12, 0xed: invalid continuation byte)"),
+])
+def test_invalid_utf8_names_the_real_problem_and_position(demo: Loader, path: str, body: bytes, where: str) -> None:
+    """Not orjson's "surrogates not allowed: line 1 column 1": the byte, its line and column."""
+    status, _, resp = demo.post(path, body)
+    assert status == 400, resp
+    err = resp["error"] if path == "/infer" else resp["header"]
+    assert err["code"] == 10000 and f"invalid UTF-8 at {where}" in err["message"], err
+    assert "surrogates" not in err["message"]
+
+
+def test_one_depth_rule_for_every_json_body(demo: Loader) -> None:
+    """255 levels, counted from the top of the body, wherever the deep part is (passed on to the
+    wrapper or not), and past orjson's own 1,024 too: 400/10000 with the same message."""
+    def nested(n: int) -> bytes:
+        return b"[" * n + b"]" * n
+
+    ok = once_body("demo", TEXT)
+    ok["header"]["x"] = "DEEP"
+    for levels, status in ((253, 200), (254, 400), (5000, 400)):  # + 2 levels of the envelope: 255 / 256
+        body = json.dumps(ok).encode().replace(b'"DEEP"', nested(levels))
+        got, _, resp = demo.post("/v1/svcName", body)
+        assert got == status, (levels, resp)
+        if status == 400:
+            assert resp["header"]["code"] == 10000 and "JSON nested more than 255 levels" in resp["header"]["message"]
