@@ -7,6 +7,7 @@ HTTP requires of us: every 405 names the allowed methods.
 """
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
@@ -18,10 +19,12 @@ from http.client import HTTPConnection
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import aiohttp
 import grpc
 import pytest
 import requests
 
+from aiges.client import GrpcClient
 from aiges.config import Settings
 from aiges.loader import which_wrapper
 from aiges.loader.workers.output import TRACEBACK, TracebackJoiner
@@ -307,3 +310,25 @@ def test_one_depth_rule_for_every_json_body(demo: Loader) -> None:
         assert got == status, (levels, resp)
         if status == 400:
             assert resp["header"]["code"] == 10000 and "JSON nested more than 255 levels" in resp["header"]["message"]
+
+
+def test_every_sid_has_one_shape(demo: Loader) -> None:
+    """HTTP once (answer and error), /infer, a WebSocket session, the gRPC API and an answer of the
+    HTTP parser: every sid is 32 hex digits."""
+    shape = re.compile(r"^[0-9a-f]{32}$")
+    sids = {"once": demo.post("/v1/svcName", once_body("demo", TEXT))[2]["header"]["sid"],
+            "once error": demo.post("/v1/svcName", b"{")[2]["header"]["sid"],
+            "infer": demo.post("/infer", b"hello", {"Content-Type": "text/plain"})[2]["metadata"]["sid"]}
+
+    async def session() -> str:
+        async with aiohttp.ClientSession() as s, s.ws_connect(demo.url + "/v1/svcName") as ws:
+            await ws.send_json(once_body("demo", {"text": dict(TEXT["text"], status=2)}) | {"header": {"status": 2}})
+            return str((await ws.receive_json(timeout=10))["header"]["sid"])
+
+    sids["websocket"] = asyncio.run(session())
+    with GrpcClient(demo.grpc, service="demo") as c:
+        sids["grpc"] = c.once({"text": "hi"}).sid
+    status, _, data = raw(demo, "POST", "/v1/svcName", b"x", {"Content-Length": "nope"})
+    assert status == 400
+    sids["HTTP parser"] = json.loads(data)["header"]["sid"]
+    assert all(shape.match(s) for s in sids.values()), sids
