@@ -24,7 +24,7 @@ import grpc
 import pytest
 import requests
 
-from aiges.client import GrpcClient
+from aiges.client import ClientError, GrpcClient, StreamSession
 from aiges.config import Settings
 from aiges.loader import which_wrapper
 from aiges.loader.workers.output import TRACEBACK, TracebackJoiner
@@ -332,3 +332,16 @@ def test_every_sid_has_one_shape(demo: Loader) -> None:
     assert status == 400
     sids["HTTP parser"] = json.loads(data)["header"]["sid"]
     assert all(shape.match(s) for s in sids.values()), sids
+
+
+def test_stream_session_keeps_the_servers_refusal(demo: Loader) -> None:
+    """A WebSocket to an unknown route: the client raises the server's 12404 with its message (the
+    routes that exist) and sid, not a bare "HTTP 404"."""
+    async def connect() -> None:
+        async with StreamSession(demo.url + "/v1/nope", service="demo", timeout=10):
+            pass
+
+    with pytest.raises(ClientError) as e:
+        asyncio.run(connect())
+    assert (e.value.code, e.value.http_status) == (12404, 404), e.value
+    assert "no route /v1/nope" in e.value.message and "/v1/svcName" in e.value.message and e.value.sid
