@@ -345,3 +345,33 @@ def test_stream_session_keeps_the_servers_refusal(demo: Loader) -> None:
         asyncio.run(connect())
     assert (e.value.code, e.value.http_status) == (12404, 404), e.value
     assert "no route /v1/nope" in e.value.message and "/v1/svcName" in e.value.message and e.value.sid
+
+
+# ---------------------------------------------------------------- python -m aiges next to a clone named aiges
+EDITABLE_FINDER = """
+import importlib.machinery, runpy, sys
+ROOT = sys.argv[1]
+class Editable:  # what `pip install -e` adds: a finder AFTER the path finder, mapping aiges to the checkout
+    def find_spec(self, name, path=None, target=None):
+        if name == "aiges" or name.startswith("aiges."):
+            return importlib.machinery.PathFinder.find_spec(name, [ROOT + ("/aiges" if "." in name else "")])
+        return None
+sys.meta_path.insert(sys.meta_path.index(importlib.machinery.PathFinder) + 1, Editable())
+sys.argv = ["aiges", "-v"]
+runpy.run_module("aiges", run_name="__main__", alter_sys=True)
+"""
+
+
+def test_python_m_aiges_beside_a_clone_says_what_happened(tmp_path: Path) -> None:
+    """In the folder that holds a clone called aiges/ (no __init__.py at its root), `python -m aiges`
+    of an editable install imports that folder as a namespace package: one line says so, exit 2."""
+    (tmp_path / "aiges").mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    p = subprocess.run([sys.executable, "-c", EDITABLE_FINDER, str(ROOT)], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2 and p.stdout == "", (p.stdout, p.stderr)
+    assert p.stderr.count("\n") == 1 and f"the folder {tmp_path / 'aiges'} in the working directory hides" in p.stderr
+    # from anywhere else the same finder serves the package
+    p = subprocess.run([sys.executable, "-c", EDITABLE_FINDER, str(ROOT)], cwd=tmp_path / "aiges", env=env,
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0 and p.stdout.startswith("aiges "), (p.stdout, p.stderr)
