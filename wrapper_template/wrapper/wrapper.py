@@ -85,8 +85,9 @@ class Wrapper(WrapperBase):
             return Response().response_err(INVALID_DATA, "payload.image is missing: send the image there")
         try:
             result = analyse(node.data, int(params.get("colors", "3")))
-        except OSError as e:  # PIL cannot read it: a bad input, so a 400 that says what is wrong
-            return Response().response_err(INVALID_PARAM, f"payload.image: not an image PIL can read ({e})")
+        except OSError:  # PIL cannot read it: a bad input, so a 400 that says what is wrong
+            return Response().response_err(INVALID_PARAM, "payload.image: not an image PIL can read; "
+                                                          "send PNG, JPEG or BMP data, base64-encoded")
         return text_result("result", result, Once)
 
     # ---- dynamic batching (optional).  Uncomment to receive requests that arrive together as one
