@@ -133,6 +133,8 @@ def run_loader(workdir: Path, config: str, args: list[str], pythonpath: list[Pat
         assert wait_until(lambda: SERVING.search(out.read_text()) or proc.poll() is not None, 60), err.read_text()
         m = SERVING.search(out.read_text())
         assert m, err.read_text()
+        # on loopback only, the banner's URL is the whole truth: no "listening on all interfaces"
+        assert re.fullmatch(r"aiges: serving svcName on http://127\.0\.0\.1:\d+ \(pid \d+\)\n", out.read_text())
         _, _, doc = http("GET", m.group(1) + "/openapi.json")
         return err.read_text(), doc["info"]["title"]
     finally:
