@@ -44,6 +44,8 @@ class Settings:
     grpc_port: int | None = None
     # the wrapper
     wrapper_dir: str | None = None
+    wrapper_dir_from: str = ""  # what chose wrapper_dir ("--wrapper-dir", ...); "" = none: cwd, then PYTHONPATH
+    python_path: tuple[str, ...] = ()  # PYTHONPATH's entries, for the start log's "which wrapper.py" line
     wrapper_module: str = "wrapper"
     wrapper_config: Mapping[str, str] = field(default_factory=dict)
     plugin_cmd: str | None = None  # a custom [aiges] pythonPluginCmd; None = this Python
@@ -241,17 +243,36 @@ def read_api_keys_file(path: str, where: str) -> tuple[str, ...]:
 
 
 # ---------------------------------------------------------------- the parse
-def load(path: str, svc_name: str = "svcName", env: Mapping[str, str] | None = None) -> Settings:
+def load(path: str, svc_name: str = "svcName", env: Mapping[str, str] | None = None,
+         wrapper_dir: str | None = None) -> Settings:
+    """``wrapper_dir``: the command line's ``--wrapper-dir``, which wins over the environment and the file."""
     try:
         with open(path, encoding="utf-8") as f:
             text = f.read()
     except OSError as e:
         raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
-    return parse(text, path, svc_name, os.environ if env is None else env)
+    return parse(text, path, svc_name, os.environ if env is None else env, wrapper_dir)
+
+
+def _wrapper_dir(aiges: Mapping[str, Any], path: str, env: Mapping[str, str],
+                 flag: str | None) -> tuple[str | None, str]:
+    """The directory of wrapper.py and what chose it: ``--wrapper-dir``, else ``AIGES_WRAPPER_DIR``
+    (both relative to the working directory), else ``[aiges] wrapperDir`` (relative to the file)."""
+    in_file = _get(aiges, "aiges", "wrapperDir", None, _str, "a directory path string")
+    config_dir = os.path.dirname(os.path.abspath(path))
+    for value, source, base in ((flag, "--wrapper-dir", os.getcwd()),
+                                (env.get("AIGES_WRAPPER_DIR"), "AIGES_WRAPPER_DIR", os.getcwd()),
+                                (in_file, "[aiges] wrapperDir", config_dir)):
+        if value:
+            where = os.path.normpath(os.path.join(base, value))
+            if not os.path.isdir(where):
+                raise ConfigError(f"{source}: directory {where} does not exist")
+            return where, source
+    return None, ""
 
 
 def parse(text: str, path: str = "aiges.toml", svc_name: str = "svcName",
-          env: Mapping[str, str] | None = None) -> Settings:
+          env: Mapping[str, str] | None = None, wrapper_dir_flag: str | None = None) -> Settings:
     env = env or {}
     try:
         doc = _load_toml(text)
@@ -284,13 +305,7 @@ def parse(text: str, path: str = "aiges.toml", svc_name: str = "svcName",
     if log_level not in LOG_LEVELS:
         raise ConfigError(f"[log] level: expected one of {', '.join(LOG_LEVELS)}, got {log_level!r}")
 
-    base = os.path.dirname(os.path.abspath(path))
-    wrapper_dir = _get(aiges, "aiges", "wrapperDir", None, _str, "a directory path string")
-    wrapper_dir = env.get("AIGES_WRAPPER_DIR") or wrapper_dir
-    if wrapper_dir:
-        wrapper_dir = os.path.normpath(os.path.join(base, wrapper_dir))
-        if not os.path.isdir(wrapper_dir):
-            raise ConfigError(f"[aiges] wrapperDir: directory {wrapper_dir} does not exist")
+    wrapper_dir, wrapper_dir_from = _wrapper_dir(aiges, path, env, wrapper_dir_flag)
 
     plugin_cmd = _get(aiges, "aiges", "pythonPluginCmd", None, _str, "a command string")
     if plugin_cmd and plugin_cmd.strip() == UPSTREAM_PLUGIN_CMD:
@@ -307,7 +322,7 @@ def parse(text: str, path: str = "aiges.toml", svc_name: str = "svcName",
     if env.get("AIGES_API_KEYS_FILE"):
         keys_file, where = env["AIGES_API_KEYS_FILE"], "AIGES_API_KEYS_FILE"
     elif keys_file:
-        keys_file = os.path.join(base, keys_file)
+        keys_file = os.path.join(os.path.dirname(os.path.abspath(path)), keys_file)
     file_keys = read_api_keys_file(keys_file, where) if keys_file else ()
 
     workers = _get(aiges, "aiges", "workers", 1, _workers, 'a positive integer or "auto"')
@@ -326,6 +341,8 @@ def parse(text: str, path: str = "aiges.toml", svc_name: str = "svcName",
         grpc_host=grpc_host,
         grpc_port=grpc_port,
         wrapper_dir=wrapper_dir,
+        wrapper_dir_from=wrapper_dir_from,
+        python_path=tuple(p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p),
         wrapper_module=_get(aiges, "aiges", "wrapperModule", "wrapper", _str, "a module name string"),
         wrapper_config={str(k): stringify(v) for k, v in wrapper.items() if k != "http_listen"},
         plugin_cmd=plugin_cmd,

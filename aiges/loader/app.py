@@ -26,6 +26,7 @@ from aiges.loader.openapi import forget as forget_openapi
 from aiges.loader.openapi import openapi_json, swagger
 from aiges.loader.rest import handle_infer, rest_error_body
 from aiges.loader.routes import inference_routes
+from aiges.loader.routing import allowed_methods, slash_redirect
 from aiges.loader.state import (
     API_KEYS,
     DRAINING,
@@ -51,12 +52,8 @@ CORS_PREFLIGHT = {"Access-Control-Allow-Origin": "*", "Access-Control-Allow-Meth
 
 
 def _check_api_key(request: web.Request, keys: tuple[str, ...]) -> None:
-    given = request.headers.get("x-api-key", "")
-    if not given:
-        authorization = request.headers.get("Authorization", "")
-        if authorization.lower().startswith("bearer "):
-            given = authorization[7:].strip()
-    auth.verify(given, keys)
+    given, where = auth.given_key(lambda name: request.headers.get(name, ""))
+    auth.verify(given, keys, where)
 
 
 def _http_error(exc: web.HTTPException, request: web.Request, settings: Settings) -> errors.AigesError:
@@ -79,6 +76,7 @@ async def envelope_errors(request: web.Request, handler: Handler) -> web.StreamR
     started = time.perf_counter()
     route = ROUTE_KINDS.get(request.match_info.handler, "other")
     err: errors.AigesError | None = None
+    http_exc: web.HTTPException | None = None
     if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
         return web.Response(status=204, headers=CORS_PREFLIGHT)  # a browser's CORS preflight
     draining = app[DRAINING].is_set()
@@ -95,7 +93,11 @@ async def envelope_errors(request: web.Request, handler: Handler) -> web.StreamR
     except web.HTTPException as e:
         if e.status < 400:
             raise
-        err = _http_error(e, request, settings)
+        moved = await slash_redirect(request) if e.status == 404 else None
+        if moved is not None:
+            response = moved
+        else:
+            http_exc, err = e, _http_error(e, request, settings)
     except (RequestPayloadError, BadHttpMessage) as e:  # a body that is not gzip, a broken multipart part
         err = errors.BadRequest(f"the request body could not be read: {e}; check Content-Encoding",
                                 errors.INVALID_DATA)
@@ -115,7 +117,9 @@ async def envelope_errors(request: web.Request, handler: Handler) -> web.StreamR
             logger.error("sid=%s code=%s %s %s: %s", sid, err.code, request.method, request.path, err.message)
         else:
             logger.info("sid=%s code=%s %s %s: %s", sid, err.code, request.method, request.path, err.message)
-        headers = {"Retry-After": str(int(err.retry_after or 1))} if status in (429, 503) else None
+        headers = {"Retry-After": str(int(err.retry_after or 1))} if status in (429, 503) else {}
+        if status == 405:
+            headers["Allow"] = allowed_methods(request, http_exc)
         body = (rest_error_body(err, sid, request.content_type, started) if route == "infer"
                 else envelope.error_body(err.code, err.message, sid))
         response = web.Response(status=status, body=body, content_type="application/json", headers=headers)
@@ -216,7 +220,7 @@ def create_app(settings: Settings, pool: WorkerPool, metrics_: Metrics, schema: 
         web.get("/ready", ready),
         web.get("/metrics", metrics),
         web.get("/ping", ping),
-        web.get("/", root),
+        web.route("*", "/", root),  # any method, as upstream
         web.post("/infer", handle_infer),
         web.get("/openapi.json", openapi_json),
         web.get("/swagger", root),

@@ -87,7 +87,8 @@ class AigesApi(api_grpc.AigesServicer):
         keys = self.app[API_KEYS].keys
         if keys:
             md = dict(context.invocation_metadata() or ())
-            auth.verify(str(md.get("x-api-key", "")), keys)
+            given, where = auth.given_key(lambda name: str(md.get(name, "")))
+            auth.verify(given, keys, where)
 
     async def Once(self, request: api.Envelope, context: Any) -> api.Envelope:
         started = time.perf_counter()

@@ -19,7 +19,7 @@ import time
 from aiohttp import web
 
 from aiges.config import Settings
-from aiges.loader import grpc_api, logs
+from aiges.loader import grpc_api, logs, which_wrapper
 from aiges.loader.app import create_app
 from aiges.loader.auth import ApiKeys
 from aiges.loader.metrics import Metrics
@@ -40,9 +40,9 @@ async def serve(settings: Settings) -> int:
         loop.add_signal_handler(sig, stop.set)
     api_keys = ApiKeys(settings)
     loop.add_signal_handler(signal.SIGHUP, api_keys.reload)  # a new keys file, without a restart
-    where = settings.wrapper_dir or "PYTHONPATH / working directory"
-    logger.info("starting %d plugin worker(s) for %s.py in %s", settings.workers, settings.wrapper_module, where)
-    for warning in settings.warnings:
+    chosen, shadowed = which_wrapper.explain(settings, os.getcwd())
+    logger.info("%s; starting %d plugin worker(s)", chosen, settings.workers)
+    for warning in shadowed + list(settings.warnings):
         logger.warning("%s", warning)
     starting = asyncio.ensure_future(pool.start())
     stopped = asyncio.ensure_future(stop.wait())
@@ -76,15 +76,21 @@ async def serve(settings: Settings) -> int:
     host, port = runner.addresses[0][:2]
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     grpc_server, grpc_text = None, ""
+    # the URL to use on this machine; where it listens, when that is every interface, said too
+    wide = [f"HTTP {host}:{port}"] if host in ("0.0.0.0", "::") else []
     if settings.grpc_port is not None:
         try:
             grpc_server, grpc_port = await grpc_api.start(app, settings.grpc_host, settings.grpc_port)
             ghost = "127.0.0.1" if settings.grpc_host in ("0.0.0.0", "::") else settings.grpc_host
             grpc_text = f", grpc {ghost}:{grpc_port}"
+            if settings.grpc_host in ("0.0.0.0", "::"):
+                wide.append(f"gRPC {settings.grpc_host}:{grpc_port}")
         except RuntimeError as e:
             logger.error("public gRPC API not started: cannot listen on %s:%d ([%s] host/port): %s",
                          settings.grpc_host, settings.grpc_port, settings.svc_name, e)
-    sys.stdout.write(f"aiges: serving {settings.svc_name} on http://{shown}:{port}{grpc_text} (pid {os.getpid()})\n")
+    listening = f"; listening on all interfaces: {', '.join(wide)}" if wide else ""
+    sys.stdout.write(f"aiges: serving {settings.svc_name} on http://{shown}:{port}{grpc_text} "
+                     f"(pid {os.getpid()}{listening})\n")
     sys.stdout.flush()
     logger.info("listening on %s:%d; routes: %s", host, port,
                 ", ".join(sorted({r.resource.canonical for r in app.router.routes() if r.resource})))

@@ -163,19 +163,24 @@ class RaisedIn:
                 raise
         return call
 
-    def where(self) -> str:
-        """`` (in wrapper.py:42, analyse: img.load())`` for the last exception, then forget it."""
+    def located(self, message: str) -> str:
+        """``message`` with the user's own line of the last exception, then forget it:
+        ``... raised KeyError: 'x' (in wrapper.py:42, analyse: img.load())``.  The plugin's short
+        ``(wrapper.py:42)`` is dropped when it names that same line (a library's line stays)."""
         e, self.last = self.last, None
         if e is None:
-            return ""
+            return message
         own = [f for f in traceback.extract_tb(e.__traceback__)
                if os.path.abspath(f.filename).startswith(self.project_dir + os.sep)
                and "site-packages" not in f.filename and os.path.abspath(f.filename) != os.path.abspath(__file__)]
         if not own:
-            return ""
+            return message
         f = own[-1]
         code = f": {f.line.strip()}" if f.line else ""
-        return f" (in {os.path.relpath(f.filename, self.project_dir)}:{f.lineno}, {f.name}{code})"
+        short = f" ({os.path.basename(f.filename)}:{f.lineno})"
+        if message.endswith(short):
+            message = message[:-len(short)]
+        return f"{message} (in {os.path.relpath(f.filename, self.project_dir)}:{f.lineno}, {f.name}{code})"
 
 
 class Checker:
@@ -358,8 +363,8 @@ class Checker:
             return False
         step.title += f" -> {ret.ret} ({_ms(took)})"
         if ret.ret:
-            step.fail(ret.msg + self.raised.where(), "return 0 from wrapperInit once the model is loaded; "
-                                                     "wrapperError(code) explains a non-zero code")
+            step.fail(self.raised.located(ret.msg), "return 0 from wrapperInit once the model is loaded; "
+                                                    "wrapperError(code) explains a non-zero code")
         return not ret.ret
 
     def _params(self) -> dict[str, str]:
@@ -388,7 +393,7 @@ class Checker:
             step.fail(f"wrapperOnceExec {e}", "make sure wrapperOnceExec returns a Response for the test values")
             return
         if resp.ret:
-            step.fail(f"error {resp.ret}: {resp.msg}{self.raised.where()}",
+            step.fail(self.raised.located(f"error {resp.ret}: {resp.msg}"),
                       "fix the wrapper so the declared test values succeed (the message above says where)")
             return
         step.title += f" -> {'; '.join(_preview(d) for d in resp.list)} ({_ms(took)})"
@@ -417,7 +422,7 @@ class Checker:
             step.fail(f"wrapperCreate {e}", "return a SessionCreateResponse with a handle right away")
             return
         if handle.err_code:
-            step.fail(f"wrapperCreate failed with {handle.err_code}: {handle.msg}{self.raised.where()}",
+            step.fail(self.raised.located(f"wrapperCreate failed with {handle.err_code}: {handle.msg}"),
                       "return a SessionCreateResponse whose handle is a non-empty string and error_code 0")
             return
         for n, status in enumerate((0, 2)):
@@ -429,8 +434,8 @@ class Checker:
                 step.fail(f"wrapperWrite {e}", "return from wrapperWrite and push results with callback()")
                 return
             if ret.ret:
-                step.fail(f"wrapperWrite (frame {n + 1}, status {status}) returned {ret.ret}: {ret.msg}"
-                          f"{self.raised.where()}",
+                step.fail(self.raised.located(f"wrapperWrite (frame {n + 1}, status {status}) returned {ret.ret}: "
+                                              f"{ret.msg}"),
                           "return 0 from wrapperWrite")
                 return
         got: list[pb.Response] = []
@@ -450,7 +455,7 @@ class Checker:
             got.append(to_response(user_resp, tag, "callback", self.host.error_text))
         for r in got:
             if r.ret:
-                step.fail(f"a session result carries error {r.ret}: {r.msg}{self.raised.where()}",
+                step.fail(self.raised.located(f"a session result carries error {r.ret}: {r.msg}"),
                           "fix the error the message names")
             for problem, fix in output_problems(self.cls.fields()["accepts"], list(r.list), (0, 1, 2)):
                 step.fail(problem, fix)

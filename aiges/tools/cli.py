@@ -19,6 +19,7 @@ aiges {version}: serve a wrapper.py as an AIGES-compatible service
 usage:
   aiges -init                               write a default ./aiges.toml
   aiges -m 0 [-c aiges.toml] [-s svcName]   run the service locally (HTTP on [wrapper] http_listen)
+        [--wrapper-dir DIR]                 serve DIR/wrapper.py (wins over AIGES_WRAPPER_DIR, [aiges] wrapperDir)
   aiges -mnist [--force]                    write a digit-recognition demo into ./aiges_demo/mnist
   aiges -v | --version                      print the version
   aiges create -n NAME [-p PATH] [--force]  scaffold a wrapper project
@@ -51,6 +52,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-m", dest="mode", type=int, default=-1, help="config mode: 0 = local file")
     p.add_argument("-c", dest="config", default="", help="config file (default aiges.toml)")
     p.add_argument("-s", dest="service", default="", help="service name = config section (default svcName)")
+    p.add_argument("--wrapper-dir", "-wrapperDir", "-wrapper-dir", dest="wrapper_dir", default=None,
+                   help="directory of wrapper.py (relative to the working directory)")
     for flag in ("-p", "-g", "-u", "-dc"):  # config-centre flags: accepted, meaningless locally
         p.add_argument(flag, default="", help=argparse.SUPPRESS)
     p.add_argument("-v", "--version", action="store_true", help="print the version")
@@ -97,7 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(f"{config_path} did not exist: wrote the default configuration\n")
     from aiges import config
     try:
-        settings = config.load(config_path, args.service or "svcName")
+        settings = config.load(config_path, args.service or "svcName", wrapper_dir=args.wrapper_dir)
     except config.ConfigError as e:
         sys.stderr.write(f"aiges: config error: {e}\n")
         return 2

@@ -22,6 +22,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from aiges.config import Settings
 from aiges.loader.workers.links import CHANNEL_OPTIONS, WorkerLinks
+from aiges.loader.workers.output import JOIN_WAIT, TracebackJoiner, read_line
 from aiges.wire.pb import aiges_inner_pb2 as pb
 from aiges.wire.pb import aiges_inner_pb2_grpc as pb_grpc
 
@@ -177,21 +178,29 @@ class Worker(WorkerLinks):
     async def _drain(self, stream: asyncio.StreamReader, name: str) -> None:
         """Keep reading the plugin's output into the log so a chatty wrapper never blocks."""
         plog = logging.getLogger(f"aiges.plugin.{self.name}")
+        tracebacks = TracebackJoiner()  # a traceback on stderr is logged as one ERROR record
         while True:
             try:
-                line = await stream.readline()
+                line = await read_line(stream, JOIN_WAIT if tracebacks.open else None)
             except (ValueError, asyncio.LimitOverrunError):  # a line over the buffer limit
                 line = await stream.read(65536)
-            if not line:
+            if not line:  # a pause (None) or the end (b""): an open traceback is complete
+                for _, block in tracebacks.flush():
+                    plog.error("%s: %s", name, block)
+                if line is None:
+                    continue
                 return
             text = line.decode("utf-8", "replace").rstrip()
-            if name == "stderr":
-                self._stderr_tail = (self._stderr_tail + [text])[-20:]
-                m = _PLUGIN_LOG_LINE.match(text)
+            if name != "stderr":
+                plog.info("%s: %s", name, text)
+                continue
+            self._stderr_tail = (self._stderr_tail + [text])[-20:]
+            for is_traceback, item in tracebacks.feed(text):
+                m = None if is_traceback else _PLUGIN_LOG_LINE.match(item)
                 if m:  # a logging record of the plugin or the wrapper: keep its level and logger name
                     logging.getLogger(f"{plog.name}.{m.group(2)}").log(_LEVELS[m.group(1)], "%s", m.group(3))
-                    continue
-            plog.info("%s: %s", name, text)
+                else:
+                    plog.log(logging.ERROR if is_traceback else logging.INFO, "%s: %s", name, item)
 
 
     async def watch_liveness(self) -> None:
