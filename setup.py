@@ -14,7 +14,7 @@ setup(
                                                             "aiges.c_template"],
     package_dir={"aiges.wrapper_template": "wrapper_template", "aiges.mnist_demo": "examples/mnist",
                  "aiges.c_template": "c_template"},
-    package_data={"aiges": ["default.toml", "py.typed"],
+    package_data={"aiges": ["py.typed"], "aiges.tools": ["default.toml"],
                   "aiges.wrapper_template": ["*.md", "*.txt", "Dockerfile", ".dockerignore", "wrapper/*.py",
                                              "wrapper/test_data/*"],
                   "aiges.mnist_demo": ["*.md", "*.txt", "*.py", "wrapper/*.py", "wrapper/test_data/*"],
@@ -24,9 +24,9 @@ setup(
     include_package_data=True,
     install_requires=[
         "aiohttp>=3.9",
-        "grpcio>=1.85.1",  # the generated code in aiges/_pb needs at least the grpcio-tools version below
+        "grpcio>=1.85.1",  # the generated code in aiges/wire/pb needs at least the grpcio-tools version below
         "grpcio-health-checking>=1.85.1",
-        "protobuf>=7.35.1",  # the runtime must be at least the generated code's version (aiges/_pb)
+        "protobuf>=7.35.1",  # the runtime must be at least the generated code's version (aiges/wire/pb)
         "toml>=0.10",  # TOML on Python 3.10 (3.11+ uses tomllib)
         "orjson>=3.8",  # the envelope codec is on the hot path
         "uvloop>=0.19; sys_platform != 'win32'",  # faster event loop for loader and plugin
@@ -38,7 +38,7 @@ setup(
     extras_require={
         "test": [
             "pytest>=7",
-            "grpcio-tools==1.85.1",  # pinned: tests regenerate aiges/_pb and compare (drift check)
+            "grpcio-tools==1.85.1",  # pinned: tests regenerate aiges/wire/pb and compare (drift check)
             "catboost",
             "openapi-spec-validator>=0.7",  # tests validate /openapi.json
             "selenium>=4.10",  # the Swagger UI browser test (with Debian's chromium + chromium-driver)
@@ -47,5 +47,5 @@ setup(
         ],
         "dev": ["grpcio-tools==1.85.1", "ruff", "mypy"],
     },
-    entry_points={"console_scripts": ["aiges=aiges.cli:main"]},
+    entry_points={"console_scripts": ["aiges=aiges.tools.cli:main"]},
 )

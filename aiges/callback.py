@@ -1,32 +1,11 @@
-"""``aiges.callback.callback``: how an upstream streaming wrapper pushes results.
+"""Upstream import path ``aiges.callback``: the code lives in :mod:`aiges.sdk.callback` (the SDK's one home).
 
-Signature as upstream gRPC mode: ``callback(user_resp, handle_tag, sid="")``.  Inside the plugin the
-result goes out on the ``communicate`` stream tagged with ``handle_tag`` (the session's tag), with
-each item's ``type`` kept (upstream dropped it, so stream results could only be text).  Outside a
-plugin (``Wrapper().run(stream=True)``) it lands in :data:`aiges.dto.result_Queue`.
-The Cgo-mode form ``callback(resp, usrTag)`` works too.
+This module *is* that one (the same module object, via ``sys.modules``), so every name, every
+object's identity and any module state a wrapper touches are shared; tests/test_import_paths.py
+fails if a name upstream wrappers import goes missing.
 """
-from __future__ import annotations
+import sys
 
-from collections.abc import Callable
-from typing import Any
+import aiges.sdk.callback as _home
 
-from aiges import dto
-
-Sink = Callable[[Any, str, str], None]
-_sink: Sink | None = None
-
-
-def set_sink(sink: Sink | None) -> None:
-    """Called by the plugin server; wrappers never call this."""
-    global _sink
-    _sink = sink
-
-
-def callback(user_resp: Any, handle_tag: str = "", sid: str = "") -> int:
-    sink = _sink
-    if sink is None:
-        dto.callback(user_resp, sid or handle_tag)
-        return 0
-    sink(user_resp, handle_tag, sid)
-    return 0
+sys.modules[__name__] = _home

@@ -1,5 +1,5 @@
-"""``python -m aiges.serve``: the plugin process (see :mod:`aiges.plugin.server`)."""
-from aiges.plugin.server import main
+"""``python -m aiges.serve``: the plugin process (see :mod:`aiges.plugin.main`)."""
+from aiges.plugin.main import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -1,2 +1,7 @@
-"""Old import path ``aiges.types`` used by upstream's examples; same names as :mod:`aiges.core.types`."""
-from aiges.core.types import *  # noqa: F401,F403
+"""Old upstream import path ``aiges.types`` (upstream's examples): the same module as
+:mod:`aiges.sdk.types` (``aiges.core.types`` is another face of it)."""
+import sys
+
+import aiges.sdk.types as _home
+
+sys.modules[__name__] = _home

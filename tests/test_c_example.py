@@ -127,7 +127,7 @@ def test_example_headers_are_the_shipped_ones() -> None:
 def test_example_under_an_upstream_host_in_python_mode(tmp_path: Path) -> None:
     """upstream's Go loader runs plugins with AIGES_PLUGIN_MODE=python: a wrapper.py that declares
     a library still gets the C host, its schema is JSON, once answers on `communicate`."""
-    from aiges._pb import aiges_inner_pb2 as pb
+    from aiges.wire.pb import aiges_inner_pb2 as pb
     from tests.test_upstream_host import Host
     project = tmp_path / "c_engine"
     shutil.copytree(EXAMPLE, project, ignore=shutil.ignore_patterns("libwrapper.so", "logs", "__pycache__"))

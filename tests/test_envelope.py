@@ -7,8 +7,8 @@ import orjson
 import pytest
 
 from aiges import errors
-from aiges._pb import aiges_inner_pb2 as pb
 from aiges.loader import envelope
+from aiges.wire.pb import aiges_inner_pb2 as pb
 
 
 def test_scalars_as_people_write_them() -> None:

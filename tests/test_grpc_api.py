@@ -8,9 +8,9 @@ from pathlib import Path
 import grpc
 import pytest
 
-from aiges._pb import aiges_api_pb2 as api
-from aiges._pb import aiges_api_pb2_grpc as api_grpc
 from aiges.client import ClientError, GrpcClient
+from aiges.wire.pb import aiges_api_pb2 as api
+from aiges.wire.pb import aiges_api_pb2_grpc as api_grpc
 from tests.utils import ROOT, WRAPPERS, Loader, start_loader, wait_until
 
 

@@ -1,4 +1,4 @@
-"""aiges/_pb is generated from proto/ by scripts/gen-proto; fail when it is stale or hand-edited."""
+"""aiges/wire/pb is generated from proto/ by scripts/gen-proto; fail when it is stale or hand-edited."""
 from __future__ import annotations
 
 import filecmp
@@ -11,14 +11,14 @@ from tests.utils import ROOT
 def test_generated_code_matches_proto(tmp_path: Path) -> None:
     subprocess.run(["bash", str(ROOT / "scripts" / "gen-proto"), str(tmp_path)], check=True, cwd=ROOT)
     generated = sorted(p.name for p in tmp_path.iterdir() if p.suffix in (".py", ".pyi"))
-    committed = sorted(p.name for p in (ROOT / "aiges" / "_pb").iterdir() if p.suffix in (".py", ".pyi"))
+    committed = sorted(p.name for p in (ROOT / "aiges" / "wire" / "pb").iterdir() if p.suffix in (".py", ".pyi"))
     assert generated == committed
-    stale = [n for n in generated if not filecmp.cmp(tmp_path / n, ROOT / "aiges" / "_pb" / n, shallow=False)]
-    assert not stale, f"aiges/_pb is stale: run scripts/gen-proto ({stale})"
+    stale = [n for n in generated if not filecmp.cmp(tmp_path / n, ROOT / "aiges" / "wire" / "pb" / n, shallow=False)]
+    assert not stale, f"aiges/wire/pb is stale: run scripts/gen-proto ({stale})"
 
 
 def test_upstream_field_numbers_unchanged() -> None:
-    from aiges._pb import aiges_inner_pb2 as pb
+    from aiges.wire.pb import aiges_inner_pb2 as pb
     expect = {
         "Request": {"tag": 1, "params": 2, "list": 3},
         "RequestData": {"key": 1, "len": 2, "type": 3, "status": 4, "desc": 5, "data": 6},

@@ -21,10 +21,10 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from aiges._pb import aiges_inner_pb2 as pb
-from aiges._pb import aiges_inner_pb2_grpc as pb_grpc
-from aiges._pb import grpc_controller_pb2 as ctl_pb
-from aiges._pb import grpc_controller_pb2_grpc as ctl_grpc
+from aiges.wire.pb import aiges_inner_pb2 as pb
+from aiges.wire.pb import aiges_inner_pb2_grpc as pb_grpc
+from aiges.wire.pb import grpc_controller_pb2 as ctl_pb
+from aiges.wire.pb import grpc_controller_pb2_grpc as ctl_grpc
 from tests.utils import ROOT, WRAPPERS, alive, wait_until
 
 PNG = (WRAPPERS / "image_stats" / "test_data" / "test.png").read_bytes()
@@ -179,7 +179,7 @@ def test_write_returning_after_destroy_never_reads_for_the_handles_next_session(
 # ---- the schema bytes upstream's loader compiles -------------------------------------------
 # Upstream compiles `schemainput` with github.com/seeadoog/jsonschema, which rejects every keyword
 # it does not know (`example is unknown validator, path=$.parameter.svcName.ctrl`) and then exits.
-# This walker is a second opinion written apart from aiges/schema_compat.py: the JSON Schema
+# This walker is a second opinion written apart from aiges/wire/schema.py: the JSON Schema
 # draft-07 validation keywords (draft-handrews-json-schema-validation-01 §6) in the form upstream's
 # parser also compiles them, plus the annotations `examples`, `title` and `description`, which it
 # skips (and which upstream's /openapi.json shows in its Swagger UI).  Anything else fails,

@@ -16,9 +16,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from aiges._pb import aiges_inner_pb2 as pb
 from aiges.loader.envelope import Expect
 from aiges.loader.validate import Validator, integer_text
+from aiges.wire.pb import aiges_inner_pb2 as pb
 from tests.utils import Loader, start_loader
 
 WRAPPER = '''

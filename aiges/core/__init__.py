@@ -1,1 +1,2 @@
-"""Upstream-compatible ``aiges.core`` package (constants live in :mod:`aiges.core.types`)."""
+"""Upstream's ``aiges.core`` package, kept as an import path: ``aiges.core.types`` is a face over
+:mod:`aiges.sdk.types`."""

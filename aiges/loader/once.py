@@ -7,15 +7,16 @@ import uuid
 from aiohttp import web
 
 from aiges import errors
-from aiges._pb import aiges_inner_pb2 as pb
 from aiges.loader import envelope
 from aiges.loader.state import POOL, SERVICES, SETTINGS, VALIDATOR, service_label
+from aiges.wire.pb import aiges_inner_pb2 as pb
 
 JSON = "application/json"
 
 
 def new_sid() -> str:
-    return str(uuid.uuid4())
+    """A request's or session's id: 32 hex digits, the one shape on HTTP, WebSocket and gRPC."""
+    return uuid.uuid4().hex
 
 
 def request_deadline(request: web.Request, default: float) -> float:

@@ -22,7 +22,8 @@ import orjson
 from aiohttp import web
 
 from aiges import __version__, errors
-from aiges.loader.state import SCHEMA, SETTINGS
+from aiges.loader.routes import inference_routes
+from aiges.loader.state import API_KEYS, SCHEMA, SETTINGS
 from aiges.loader.validate import ParamRule, param_problem, param_rules
 
 try:
@@ -52,9 +53,10 @@ window.onload = function () {{
 # status → (description, component name, example code, example message)
 ERRORS: dict[str, tuple[str, str, int, str]] = {
     "400": ("bad request: body not JSON (10000), bad base64 (10001), envelope shape (10009), "
-            "a field breaks the schema (10107)", "BadRequest", errors.INVALID_PARAM, ""),
+            "a field breaks the schema (10107), an expect object's data_type contradicts the declared output "
+            "(10106)", "BadRequest", errors.INVALID_PARAM, ""),
     "401": ("missing or wrong API key (only when API keys are configured)", "Unauthorized",
-            errors.UNAUTHORIZED, "missing API key: send it in the x-api-key header"),
+            errors.UNAUTHORIZED, "missing API key: send it in the x-api-key header (or Authorization: Bearer <key>)"),
     "404": ("unknown route", "NotFound", errors.NOT_FOUND, "no route /v1/nothing"),
     "413": ("request body larger than [aiges] maxBodyMB", "TooLarge", errors.BODY_TOO_LARGE,
             "request body is larger than the limit of 64 MB ([aiges] maxBodyMB)"),
@@ -416,6 +418,13 @@ def build_openapi(schema: dict[str, Any], routes: list[str], api_keys: bool = Fa
     paths["/ready"] = {"get": dict(system, summary="readiness: 200 while every worker answers, else 503",
                                    operationId="ready",
                                    responses=dict(system["responses"], **{"503": {"description": "not ready"}}))}
+    paths["/metrics"] = {"get": {"tags": ["system"], "summary": "Prometheus metrics (text exposition format)",
+                                 "operationId": "metrics", "responses": {"200": {"description": "the metrics", "content": {
+                                     "text/plain": {"schema": {"type": "string"}}}}}}}
+    paths["/ping"] = {"get": {"tags": ["system"], "operationId": "ping",
+                              "summary": "WebSocket echo (upstream's): 'ping' is answered 'pong', anything else echoed",
+                              "responses": {"101": {"description": "switching to the WebSocket"},
+                                            "400": {"$ref": "#/components/responses/BadRequest"}}}}
     return {
         "openapi": "3.0.3",
         "info": {"title": f"Aiges Service doc for {svc}", "description": _description(schema, svc, routes),
@@ -424,7 +433,7 @@ def build_openapi(schema: dict[str, Any], routes: list[str], api_keys: bool = Fa
         "servers": [{"url": "/", "description": "this server"}],
         "tags": [{"name": svc, "description": "inference with upstream's envelope"},
                  {"name": "rest", "description": "inference with a plain body"},
-                 {"name": "system", "description": "health"}],
+                 {"name": "system", "description": "health, readiness, metrics, WebSocket ping"}],
         "paths": paths,
         "components": components,
     }
@@ -440,14 +449,13 @@ def forget(app: web.Application) -> None:
 
 
 async def openapi_json(request: web.Request) -> web.Response:
-    from aiges.loader.app import inference_routes  # app.py imports this module: import here, not at top
     app = request.app
     body = _cache.get(app)
     if body is None:
         settings = app[SETTINGS]
         served = {r.canonical for r in app.router.resources()}  # a late schema's route may not be
         routes = [r for r in inference_routes(settings, app[SCHEMA]) if r in served]
-        doc = build_openapi(app[SCHEMA], routes, bool(settings.api_keys))
+        doc = build_openapi(app[SCHEMA], routes, bool(app[API_KEYS].keys))
         try:
             body = orjson.dumps(doc)
         except TypeError:  # an integer beyond 64 bits in a field's limits: the stdlib writes it

@@ -31,11 +31,11 @@ from aiohttp import BodyPartReader, web
 from aiohttp.multipart import content_disposition_filename, parse_content_disposition
 
 from aiges import errors
-from aiges._pb import aiges_inner_pb2 as pb
 from aiges.loader import envelope
 from aiges.loader.envelope import TYPE_NAMES, TooDeep, dumps
 from aiges.loader.once import new_sid, request_deadline, wrapper_failure
 from aiges.loader.state import POOL, SCHEMA, SETTINGS, VALIDATOR
+from aiges.wire.pb import aiges_inner_pb2 as pb
 
 JSON = "application/json"
 

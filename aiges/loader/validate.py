@@ -32,8 +32,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiges import errors
-from aiges._pb import aiges_inner_pb2 as pb
 from aiges.loader.envelope import TYPE_NAMES, NumberLiteral, json_type
+from aiges.wire.pb import aiges_inner_pb2 as pb
 
 # spellings clients use for the same encoding (compared after _norm)
 ALIASES = {"jpeg": "jpg", "pcm": "raw", "mp3": "lame"}
@@ -199,7 +199,9 @@ class Validator:
     def check(self, params: dict[str, str], raw: dict[str, Any], items: list[pb.RequestData],
               later_frame: bool = False, expect: Mapping[str, Any] | None = None) -> None:
         """Raise BadRequest (400, code 10107) listing every broken rule; then rewrite the integer
-        params in ``params`` (the dict the wrapper gets) to canonical decimal text.
+        params in ``params`` (the dict the wrapper gets) to canonical decimal text.  When every
+        problem is an expect object whose ``data_type`` contradicts the declared output, the code is
+        upstream's for that, 10106 (upstream finds it only after the wrapper ran; still a 400 here).
 
         ``later_frame``: a WebSocket frame after the first; its session already has the required
         params, so only the values it does carry are checked.  ``expect``: the envelope's expect
@@ -207,7 +209,8 @@ class Validator:
         """
         problems = self.problems(params, raw, items, later_frame, expect)
         if problems:
-            raise errors.BadRequest("; ".join(problems), errors.INVALID_PARAM)
+            code = errors.OUTPUT_INVALID if set(problems) <= set(self.type_mismatches(expect)) else errors.INVALID_PARAM
+            raise errors.BadRequest("; ".join(problems), code)
         self.normalise(params, raw)
 
     def normalise(self, params: dict[str, str], raw: Mapping[str, Any]) -> None:
@@ -249,6 +252,11 @@ class Validator:
             if m:
                 out.append(m)
         return out
+
+    def type_mismatches(self, expect: Mapping[str, Any] | None) -> list[str]:
+        """The expect objects of declared outputs that ask for another data_type."""
+        return [m for key, exp in (expect or {}).items()
+                if key in self.outputs and (m := self.expect_problem(key, getattr(exp, "type", None)))]
 
     def expect_problem(self, key: str, data_type: int | None) -> str | None:
         """An expect object (``parameter.<svc>.<key>``) against the declared outputs."""

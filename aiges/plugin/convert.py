@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from aiges import errors
-from aiges._pb import aiges_inner_pb2 as pb
+from aiges.wire.pb import aiges_inner_pb2 as pb
 
 
 def _bytes(data: Any) -> bytes:

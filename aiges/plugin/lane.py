@@ -3,7 +3,7 @@
 Why not gRPC: a unary grpc.aio call costs the loader ~0.1 ms of CPU and the plugin an event-loop
 round trip plus a thread hand-off per request -- more than an echo wrapper's whole work (see
 CHANGELOG "The lane").  The lane is one unix-socket connection per worker, opened by the loader
-after ``wrapperInit``, carrying length-prefixed frames (``aiges.lane_frames``):
+after ``wrapperInit``, carrying length-prefixed frames (``aiges.wire.frames``):
 
     loader -> plugin   REQUEST   id, timeout, serialised ``aiges.Request``
     plugin -> loader   RESPONSE  id, batch size, serialised ``aiges.Response``
@@ -31,9 +31,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from aiges import errors
-from aiges._pb import aiges_inner_pb2 as pb
-from aiges.lane_frames import REQUEST_HEAD, response_frame
-from aiges.plugin.hosts.base import Host
+from aiges.plugin.hosts import Host
+from aiges.wire.frames import REQUEST_HEAD, response_frame
+from aiges.wire.pb import aiges_inner_pb2 as pb
 
 logger = logging.getLogger("aiges.plugin.lane")
 RECV_SIZE = 256 * 1024
@@ -93,13 +93,13 @@ class Lane:
 
     # ---- configuration, read once the wrapper is loaded
     def batch_config(self) -> tuple[int, float]:
-        """(max_batch_size, max_queue_delay seconds); size 1 = no batching."""
-        obj = self.host.obj
-        if obj is None or not self.host.has_batch:
+        """(max_batch_size, max_queue_delay seconds); size 1 = no batching.  The wrapper declares
+        its limits (``Host.batch_limits``); ``[aiges]`` overrides them."""
+        if not self.host.has_batch:
             return 1, 0.0
-        size = self._override_batch or int(getattr(obj, "max_batch_size", 0) or 8)
-        delay = self._override_delay if self._override_delay is not None else \
-            float(getattr(obj, "max_queue_delay_ms", 0) or 0)
+        size, delay = self.host.batch_limits()
+        size = self._override_batch or size or 8
+        delay = self._override_delay if self._override_delay is not None else delay
         return max(1, size), max(0.0, delay) / 1000.0
 
     # ---- state for the plugin's drain

@@ -15,7 +15,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from aiges.plugin.hosts.base import Host
+from aiges.plugin.hosts import Host
 
 logger = logging.getLogger("aiges.plugin")
 MODES = ("", "python", "c")
@@ -110,7 +110,7 @@ def plugin_host(env: Mapping[str, str]) -> Host:
                      real_time=_flag(env, "AIGES_REAL_TIME_RLT", True),
                      thread_safe=_flag(env, "AIGES_WRAPPER_THREAD_SAFE", True),
                      session_timeout=float(env.get("AIGES_SESSION_TIMEOUT") or 180))
-    from aiges.plugin.host import WrapperHost
+    from aiges.plugin.hosts.python import WrapperHost
     if not env.get("AIGES_PLUGIN_MODE"):
         logger.info("serving a Python wrapper (%s)", choice.reason)
     return WrapperHost(module, directory)

@@ -26,7 +26,7 @@ from ctypes import CFUNCTYPE, POINTER, c_char_p, c_int, c_uint, c_void_p
 from itertools import accumulate
 from typing import Any
 
-from aiges._pb import aiges_inner_pb2 as pb
+from aiges.wire.pb import aiges_inner_pb2 as pb
 
 PARAM = struct.Struct("@PPIP")  # key, value, vlen, next
 DATA = struct.Struct("@PPIiiPP")  # key, data, len, type, status, desc, next

@@ -31,12 +31,12 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
-from aiges import callback as callback_mod
 from aiges import errors
-from aiges._pb import aiges_inner_pb2 as pb
-from aiges.plugin.host import WrapperHost
 from aiges.plugin.hosts.c import abi
 from aiges.plugin.hosts.c.tags import SLOT, TagArena
+from aiges.plugin.hosts.python import WrapperHost
+from aiges.sdk import callback as callback_mod
+from aiges.wire.pb import aiges_inner_pb2 as pb
 
 logger = logging.getLogger("aiges.plugin.c")
 DEFAULT_LIB = "libwrapper.so"
@@ -343,6 +343,9 @@ class CHost:
 
     def once_batch(self, reqs: list[pb.Request], deadlines: list[float | None]) -> list[pb.Response]:
         return [self.once(r, d) for r, d in zip(reqs, deadlines, strict=True)]
+
+    def batch_limits(self) -> tuple[int, float]:
+        return 0, 0.0  # never asked: has_batch is False
 
     def _response(self, addr: int, ret: int, what: str, tag: str = "") -> pb.Response:
         """Copy a result list the library owns (or report ``ret``) into a Response."""

@@ -1,4 +1,4 @@
-"""Frames of the loader<->plugin lane (``aiges.plugin.lane``, ``aiges.loader.lane``): pure, shared.
+"""Frames of the loader<->plugin lane (``aiges.plugin.lane``, ``aiges.loader.workers.lane``): pure, shared.
 
 Every frame is a fixed little-endian head and a serialised protobuf message of the plugin proto
 (``aiges.Request`` one way, ``aiges.Response`` the other), so nothing about the payload is new:

@@ -15,8 +15,8 @@ from collections.abc import Callable
 from typing import Any
 
 from aiges import errors
-from aiges._pb import aiges_inner_pb2 as pb
-from aiges.lane_frames import REQUEST_HEAD, RESPONSE_HEAD
+from aiges.wire.frames import REQUEST_HEAD, RESPONSE_HEAD
+from aiges.wire.pb import aiges_inner_pb2 as pb
 
 logger = logging.getLogger("aiges.lane")
 

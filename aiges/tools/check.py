@@ -1,6 +1,6 @@
 """``aiges check [DIR]``: run a wrapper the way the plugin will, with its declared test values.
 
-The wrapper is imported and called through :class:`aiges.plugin.host.WrapperHost` (the plugin's
+The wrapper is imported and called through :class:`aiges.plugin.hosts.python.WrapperHost` (the plugin's
 own code); the request is built from the declared test values with their full data (as
 ``Wrapper().run()`` uses them), parsed by the loader's envelope codec and checked by the loader's
 validator; outputs are checked against the declared accepts.  So "check passes" means "serves the
@@ -24,10 +24,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from aiges import callback, config
-from aiges._pb import aiges_inner_pb2 as pb
+from aiges import config
 from aiges.config import Settings
-from aiges.sdk import TYPE_NAMES, WrapperBase, output_problems
+from aiges.sdk import TYPE_NAMES, WrapperBase, callback, output_problems
+from aiges.wire.pb import aiges_inner_pb2 as pb
 
 SESSION_WAIT = 10.0  # seconds to wait for a session's last result
 CALL_TIMEOUT = 120.0  # a wrapper call that takes longer is reported as hanging
@@ -169,19 +169,24 @@ class RaisedIn:
                 raise
         return call
 
-    def where(self) -> str:
-        """`` (in wrapper.py:42, analyse: img.load())`` for the last exception, then forget it."""
+    def located(self, message: str) -> str:
+        """``message`` with the user's own line of the last exception, then forget it:
+        ``... raised KeyError: 'x' (in wrapper.py:42, analyse: img.load())``.  The plugin's short
+        ``(wrapper.py:42)`` is dropped when it names that same line (a library's line stays)."""
         e, self.last = self.last, None
         if e is None:
-            return ""
+            return message
         own = [f for f in traceback.extract_tb(e.__traceback__)
                if os.path.abspath(f.filename).startswith(self.project_dir + os.sep)
                and "site-packages" not in f.filename and os.path.abspath(f.filename) != os.path.abspath(__file__)]
         if not own:
-            return ""
+            return message
         f = own[-1]
         code = f": {f.line.strip()}" if f.line else ""
-        return f" (in {os.path.relpath(f.filename, self.project_dir)}:{f.lineno}, {f.name}{code})"
+        short = f" ({os.path.basename(f.filename)}:{f.lineno})"
+        if message.endswith(short):
+            message = message[:-len(short)]
+        return f"{message} (in {os.path.relpath(f.filename, self.project_dir)}:{f.lineno}, {f.name}{code})"
 
 
 class Checker:
@@ -367,8 +372,8 @@ class Checker:
             return False
         step.title += f" -> {ret.ret} ({_ms(took)})"
         if ret.ret:
-            step.fail(ret.msg + self.raised.where(), "return 0 from wrapperInit once the model is loaded; "
-                                                     "wrapperError(code) explains a non-zero code")
+            step.fail(self.raised.located(ret.msg), "return 0 from wrapperInit once the model is loaded; "
+                                                    "wrapperError(code) explains a non-zero code")
         return not ret.ret
 
     def _params(self) -> dict[str, str]:
@@ -400,7 +405,7 @@ class Checker:
             step.fail(f"wrapperOnceExec {e}", "make sure wrapperOnceExec returns a Response for the test values")
             return
         if resp.ret:
-            step.fail(f"error {resp.ret}: {resp.msg}{self.raised.where()}",
+            step.fail(self.raised.located(f"error {resp.ret}: {resp.msg}"),
                       "fix the wrapper so the declared test values succeed (the message above says where)")
             return
         step.title += f" -> {'; '.join(_preview(d) for d in resp.list)} ({_ms(took)})"
@@ -437,7 +442,7 @@ class Checker:
             step.fail(f"wrapperCreate {e}", "return a SessionCreateResponse with a handle right away")
             return
         if handle.err_code:
-            step.fail(f"wrapperCreate failed with {handle.err_code}: {handle.msg}{self.raised.where()}",
+            step.fail(self.raised.located(f"wrapperCreate failed with {handle.err_code}: {handle.msg}"),
                       "return a SessionCreateResponse whose handle is a non-empty string and error_code 0")
             return
         for n, status in enumerate((0, 2)):
@@ -449,8 +454,8 @@ class Checker:
                 step.fail(f"wrapperWrite {e}", "return from wrapperWrite and push results with callback()")
                 return
             if ret.ret:
-                step.fail(f"wrapperWrite (frame {n + 1}, status {status}) returned {ret.ret}: {ret.msg}"
-                          f"{self.raised.where()}",
+                step.fail(self.raised.located(f"wrapperWrite (frame {n + 1}, status {status}) returned {ret.ret}: "
+                                              f"{ret.msg}"),
                           "return 0 from wrapperWrite")
                 return
         got: list[pb.Response] = []
@@ -470,7 +475,7 @@ class Checker:
             got.append(to_response(user_resp, tag, "callback", self.host.error_text))
         for r in got:
             if r.ret:
-                step.fail(f"a session result carries error {r.ret}: {r.msg}{self.raised.where()}",
+                step.fail(self.raised.located(f"a session result carries error {r.ret}: {r.msg}"),
                           "fix the error the message names")
             for problem, fix in output_problems(self.cls.fields()["accepts"], list(r.list), (0, 1, 2)):
                 step.fail(problem, fix)
@@ -497,9 +502,9 @@ class Checker:
 def _host(target: Target) -> Any:
     """The plugin's own host for this project: a C engine when its wrapper.py names a library
     (or the config says C), else the Python host."""
-    from aiges.plugin.host import WrapperHost
     from aiges.plugin.hosts.c import CHost
     from aiges.plugin.hosts.choose import declared_library
+    from aiges.plugin.hosts.python import WrapperHost
     s = target.settings
     declared = declared_library(os.path.join(target.wrapper_dir, target.module + ".py"))
     c_config = s is not None and (s.plugin_mode == "c" or (bool(s.wrapper_lib) and s.plugin_mode != "python"))

@@ -18,16 +18,16 @@ import sys
 import warnings
 from typing import Any
 
-from aiges.core.types import AUDIO, IMAGE, OTHER, STRING, VIDEO, DataOnce
-from aiges.dto import DataListCls, DataListNode, Response, ResponseData, SessionCreateResponse
-from aiges.schema_compat import strict_document
-from aiges.stream import (  # noqa: F401 - re-exported as upstream's sdk did
+from aiges.sdk.dto import DataListCls, DataListNode, Response, ResponseData, SessionCreateResponse
+from aiges.sdk.stream import (  # noqa: F401 - re-exported as upstream's sdk did
     ProcessThreadPool,
     SessionManager,
     StreamHandleThread,
     ThreadPool,
     WorkerThread,
 )
+from aiges.sdk.types import AUDIO, IMAGE, OTHER, STRING, VIDEO, DataOnce
+from aiges.wire.schema import strict_document
 
 logger = logging.getLogger("aiges.sdk")
 
@@ -443,7 +443,7 @@ class WrapperBase:
         return resp
 
     def run_stream(self) -> list[Any]:
-        from aiges import dto
+        from aiges.sdk import dto
         q = dto.init_rq()
         ret = self.wrapperInit(dict(self.config))
         if ret != 0:

@@ -1,4 +1,4 @@
-"""WrapperHost: imports the user's ``wrapper.py`` and calls its methods.  Sync code, run in threads.
+"""The Python host: ``WrapperHost`` imports the user's ``wrapper.py`` and calls its methods.  Sync code, run in threads.
 
 Every method returns a proto message and never raises for a wrapper failure: exceptions and
 error codes become ``ret`` + ``msg`` so no caller ever waits for a timeout.
@@ -16,10 +16,10 @@ import traceback
 from typing import Any
 
 from aiges import errors
-from aiges._pb import aiges_inner_pb2 as pb
-from aiges.dto import DataListCls
 from aiges.plugin.convert import describe_exception, exception_text, to_response
-from aiges.schema_compat import strict_document
+from aiges.sdk.dto import DataListCls
+from aiges.wire.pb import aiges_inner_pb2 as pb
+from aiges.wire.schema import strict_document
 
 logger = logging.getLogger("aiges.plugin")
 
@@ -129,6 +129,10 @@ class WrapperHost:
         except ValueError:
             return text  # the loader names the problem ("wrapper schema is not valid JSON")
         return json.dumps(strict_document(doc), ensure_ascii=False) if isinstance(doc, dict) else text
+
+    def batch_limits(self) -> tuple[int, float]:
+        """(max_batch_size, max_queue_delay_ms) as the wrapper class declares them; 0 = not given."""
+        return int(getattr(self.obj, "max_batch_size", 0) or 0), float(getattr(self.obj, "max_queue_delay_ms", 0) or 0)
 
     # ---- calls
     def error_text(self, code: int) -> str:
