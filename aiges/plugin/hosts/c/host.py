@@ -34,6 +34,7 @@ from typing import Any, TypeVar, cast
 from aiges import errors
 from aiges.plugin.hosts.c import abi
 from aiges.plugin.hosts.c.tags import SLOT, TagArena
+from aiges.plugin.hosts.choose import find_module
 from aiges.plugin.hosts.python import WrapperHost
 from aiges.sdk import callback as callback_mod
 from aiges.wire.pb import aiges_inner_pb2 as pb
@@ -176,8 +177,11 @@ class CHost:
             return pb.Ret(ret=0)
         declared = ""
         base = os.path.abspath(self.directory or os.getcwd())
-        if os.path.isfile(os.path.join(base, self.module + ".py")):
-            self._decl = WrapperHost(self.module, self.directory)
+        # the declaration is looked for where the plugin would import it from (the wrapper
+        # directory, else PYTHONPATH and the working directory: upstream's Go loader sets PYTHONPATH)
+        found = find_module(self.directory, self.module, os.environ)
+        if found is not None:
+            self._decl = WrapperHost(self.module, self.directory or os.path.dirname(found))
             ret = self._decl.load()
             if ret.ret:
                 return ret
