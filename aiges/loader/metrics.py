@@ -14,6 +14,7 @@ Exposed on ``GET /metrics`` (text format 0.0.4); ``deploy/prometheus.yml`` scrap
 | ``aiges_worker_restarts_total`` | counter | |
 | ``aiges_sessions_active`` / ``aiges_sessions_total`` | gauge / counter | ``outcome`` |
 | ``aiges_stream_frames_total`` | counter | |
+| ``aiges_connections_open`` / ``aiges_connections_closed_total`` | gauge / counter | ``reason`` (header_timeout, body_timeout, evicted, refused) |
 | ``process_*`` | | the loader process (CPU, memory, open fds) |
 
 Requests and their latency are the per-request hot path (8k req/s aimed at), so they are not
@@ -117,6 +118,10 @@ class Metrics:
         self.worker_restarts = Counter("aiges_worker_restarts", "Plugin worker restarts", registry=r)
         self.workers_ready = Gauge("aiges_workers_ready", "Plugin workers ready to serve", registry=r)
         self.workers = Gauge("aiges_workers", "Plugin workers configured", registry=r)
+        self.connections = Gauge("aiges_connections_open", "Open HTTP/WebSocket client connections", registry=r)
+        self.connections_closed = Counter(
+            "aiges_connections_closed", "Client connections the loader closed to stay available: a request too slow "
+            "to arrive, or over [aiges] maxConnections", ["reason"], registry=r)
         ProcessCollector(registry=r)  # process_cpu_seconds_total, process_resident_memory_bytes, ...
         self._errors: dict[int, Any] = {}
 
@@ -127,6 +132,9 @@ class Metrics:
         self.workers_ready.set_function(ready)
         if total is not None:
             self.workers.set_function(total)
+
+    def bind_connections(self, open_: Callable[[], float]) -> None:
+        self.connections.set_function(open_)
 
     def observe(self, route: str, status: int, seconds: float, code: int = 0) -> None:
         """One answered request: its route kind, HTTP status, duration and aiges error code (0 = none)."""
