@@ -33,7 +33,7 @@ async def serve(settings: Settings) -> int:
     fd_limit = raise_fd_limit()  # every client connection is a descriptor
     metrics = Metrics()
     pool = WorkerPool(settings, on_restart=metrics.worker_restarts.inc,
-                      on_batch=getattr(metrics, "observe_batch", None))
+                      on_batch=getattr(metrics, "observe_batch", None), on_health_miss=metrics.worker_health_misses.inc)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
