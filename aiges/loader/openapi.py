@@ -258,9 +258,10 @@ def _components(schema: dict[str, Any], svc: str) -> dict[str, Any]:
             "sid": {"type": "string"}, "status": {"type": "integer", "example": 3}}},
         "payload": {"type": "object", "properties": {a["key"]: _output_schema(a)
                                                      for a in fields.get("accepts") or []}}}}
+    header_props: dict[str, Any] = {k: dict(rule) for k, rule in HEADER_RULES.items()}
+    header_props["status"]["description"] = "not acted on: POST is once, a WebSocket is a session"
     header = {"type": "object", "description": "request metadata; other keys are passed on as text",
-              "properties": {k: dict(rule) for k, rule in HEADER_RULES.items()}}
-    header["properties"]["status"]["description"] = "not acted on: POST is once, a WebSocket is a session"
+              "properties": header_props}
     return {"RequestHeader": header, "Request": request, "Response": response, "Error": _error_schema()}
 
 
