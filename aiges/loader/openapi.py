@@ -161,6 +161,8 @@ def _param_schema(p: dict[str, Any]) -> dict[str, Any]:
             s[k] = p[k]
     if s["type"] in ("number", "integer", "boolean"):
         s["description"] = (s.get("description", "") + " (a JSON value or its string form, e.g. \"3\")").strip()
+    elif s["type"] == "string":
+        s["description"] = (s.get("description", "") + " (a JSON number or boolean is taken as its text)").strip()
     return s
 
 

@@ -254,7 +254,7 @@ class Validator:
                 out.append(m)
         declared_params = {r.key for r in self.params}
         for key in self.outputs:  # an output's key holds its expect object, nothing else
-            if key in raw and key not in declared_params and not later_frame:
+            if key in raw and key not in declared_params:
                 out.append(f"{where}.{key}: names output '{key}', so it takes an expect object like "
                            f"{{\"data_type\": \"{TYPE_NAMES.get(self.outputs[key].type, 'other')}\"}}, got "
                            f"{_shown(raw[key])}")
