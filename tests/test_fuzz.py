@@ -225,7 +225,7 @@ async def _ws_session(url: str, frames: list[str]) -> list[dict[str, Any]]:
     got: list[dict[str, Any]] = []
     async with aiohttp.ClientSession() as s:
         async with s.ws_connect(url.replace("http://", "ws://") + "/v1/svcName") as ws:
-            for i, text in enumerate(frames):
+            for text in frames:
                 await ws.send_str(text)
                 while True:
                     msg = await ws.receive(timeout=TIMEOUT)
