@@ -94,13 +94,12 @@ def raw_answer(err: errors.AigesError, sid: str, body: bytes | None = None) -> b
 class _Conn(asyncio.Protocol):
     """One admitted connection: forwards to aiohttp's protocol, notes arrivals and requests."""
 
-    __slots__ = ("guard", "inner", "transport", "clock", "first_rx", "last_rx", "request", "began", "closing")
+    __slots__ = ("guard", "inner", "transport", "first_rx", "last_rx", "request", "began", "closing")
 
     def __init__(self, guard: ConnectionGuard, inner: RequestHandler) -> None:
         self.guard = guard
         self.inner = inner
         self.transport: asyncio.Transport | None = None
-        self.clock = guard.clock
         self.first_rx = 0.0  # first byte of a request whose handler has not started yet (0: none)
         self.last_rx = 0.0  # last byte received
         self.request: web.BaseRequest | None = None  # the request in progress
@@ -110,14 +109,14 @@ class _Conn(asyncio.Protocol):
     # ---- asyncio.Protocol, forwarded
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # (uvloop's are not asyncio.Transport instances)
-        self.last_rx = self.clock()
+        self.last_rx = self.guard.now
         self.guard.admitted(self)
         self.inner.connection_made(transport)
 
     def data_received(self, data: bytes) -> None:
         if self.closing:
             return  # answered and closing: what else arrives is not read
-        now = self.clock()
+        now = self.guard.now  # the sweep's clock: a tick late at most, and no clock call per packet
         if self.request is None and not self.first_rx:
             self.first_rx = now
         self.last_rx = now
@@ -139,7 +138,7 @@ class _Conn(asyncio.Protocol):
     # ---- the guard's view
     def begin(self, request: web.BaseRequest) -> None:
         self.request = request
-        self.began = self.clock()
+        self.began = self.guard.now
         self.first_rx = 0.0
         self.guard.waiting.pop(self, None)
 
@@ -208,6 +207,7 @@ class ConnectionGuard:
         self.cap = connection_cap(settings.max_connections, fd_limit)
         self.loop = asyncio.get_running_loop()
         self.clock = self.loop.time
+        self.now = self.clock()  # updated by the sweep: what connections stamp their arrivals with
         self.conns: dict[RequestHandler, _Conn] = {}  # by aiohttp's protocol (request.protocol)
         self.waiting: dict[_Conn, None] = {}  # no request in progress, longest first: who makes room
         self.lingering = 0
@@ -303,15 +303,15 @@ class ConnectionGuard:
     # ---- the sweep: timeouts
     def _sweep(self) -> None:
         self._sweeper = self.loop.call_later(self.tick, self._sweep)
-        now = self.clock()
+        now = self.now = self.clock()
         s = self.settings
-        heads = now - s.header_timeout
+        heads = now - s.header_timeout - self.tick  # stamps are up to a tick early
         for conn in [c for c in self.waiting if c.first_rx and c.first_rx < heads]:
             err = errors.RequestTimeout(f"the request's headers did not arrive within {s.header_timeout:g}s of its "
                                         "first byte ([aiges] headerTimeout)")
             conn.close(raw_answer(err, str(uuid.uuid4())))
             self.note("header_timeout")
-        bodies = now - s.body_timeout
+        bodies = now - s.body_timeout - self.tick
         for conn in list(self.conns.values()):
             request = conn.request
             if request is None or conn.closing or max(conn.last_rx, conn.began) >= bodies or request.content.is_eof():
