@@ -211,6 +211,7 @@ class ConnectionGuard:
         self.conns: dict[RequestHandler, _Conn] = {}  # by aiohttp's protocol (request.protocol)
         self.waiting: dict[_Conn, None] = {}  # no request in progress, longest first: who makes room
         self.lingering = 0
+        self.listening = False
         self._sweeper: asyncio.TimerHandle | None = None
         self._closed: Counter[str] = Counter()  # since the last summary line
         self._summary_at = time.monotonic()
@@ -260,13 +261,13 @@ class ConnectionGuard:
         return guarded
 
     def start(self) -> None:
+        self.listening = True
         if self._sweeper is None:
             self._sweeper = self.loop.call_later(self.tick, self._sweep)
 
     def stop(self) -> None:
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            self._sweeper = None
+        """The listener is closed: the sweep goes on while connections are left (a drain), then ends."""
+        self.listening = False
 
     # ---- connections
     def admitted(self, conn: _Conn) -> None:
@@ -302,6 +303,9 @@ class ConnectionGuard:
 
     # ---- the sweep: timeouts
     def _sweep(self) -> None:
+        if not self.listening and not self.conns:
+            self._sweeper = None
+            return
         self._sweeper = self.loop.call_later(self.tick, self._sweep)
         now = self.now = self.clock()
         s = self.settings
