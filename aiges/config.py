@@ -79,6 +79,13 @@ class Settings:
     # streaming
     ws_read_timeout: float = 15.0
     ws_session_timeout: float = 180.0
+    # what one HTTP client may hold (aiges.loader.guard): seconds for a request's headers after its
+    # first byte, seconds a request body may stall, seconds an idle keep-alive connection is kept,
+    # open connections at most (0 = auto: from the descriptor limit)
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+    keepalive_timeout: float = 75.0
+    max_connections: int = 0
     # security
     api_keys: tuple[str, ...] = ()
     # [auth] apiKeysFile / AIGES_API_KEYS_FILE (a Swarm/Docker secret): its keys as read at start,
@@ -202,6 +209,7 @@ AIGES_KEYS = frozenset({
     "startTimeout", "initTimeout", "restartBackoffMax", "livenessInterval", "exitOnInitFailure", "grace", "drainDelay",
     "wrapperErrorStatus",
     "headerPass", "pythonPluginCmd", "max_batch_size", "max_queue_delay_ms", "lane", "wrapperLib", "wrapperThreadSafe",
+    "headerTimeout", "bodyTimeout", "keepaliveTimeout", "maxConnections",
     # upstream's
     "gesMock", "sessMode", "numaNode", "realTimeRlt", "usrCfg", "sub", "asyncMode", "sessDelGt", "httpRetry",
     "gray", "wrapperTrace", "wrapperDelayDetectPeriod", "storageData", "asyncRelease", "libCodec", "elastic",
@@ -225,6 +233,11 @@ def _workers(v: Any) -> int:
     if isinstance(v, str) and v.isdigit():  # from the environment
         v = int(v)
     return _pos_int(v)
+
+
+def _connections(v: Any) -> int:
+    """``maxConnections = "auto"`` (0): derived from the descriptor limit at start."""
+    return 0 if v == "auto" else _pos_int(v)
 
 
 def _nonneg_float(v: Any) -> float:
@@ -391,6 +404,10 @@ def parse(text: str, path: str = "aiges.toml", svc_name: str = "svcName",
         header_pass=_get(aiges, "aiges", "headerPass", (), _str_list, "a string \"a;b\" or a list of strings"),
         ws_read_timeout=_get(ws, "ws", "readTimeout", 15.0, _float, "a positive number of seconds"),
         ws_session_timeout=_get(ws, "ws", "sessionTimeout", 180.0, _float, "a positive number of seconds"),
+        header_timeout=_get(aiges, "aiges", "headerTimeout", 10.0, _float, "a positive number of seconds"),
+        body_timeout=_get(aiges, "aiges", "bodyTimeout", 30.0, _float, "a positive number of seconds"),
+        keepalive_timeout=_get(aiges, "aiges", "keepaliveTimeout", 75.0, _float, "a positive number of seconds"),
+        max_connections=_get(aiges, "aiges", "maxConnections", 0, _connections, 'a positive integer or "auto"'),
         api_keys=api_keys,
         api_keys_file=os.path.abspath(keys_file) if keys_file else None,
         file_api_keys=file_keys,

@@ -141,7 +141,7 @@ async def ready(request: web.Request) -> web.Response:
     draining = request.app[DRAINING].is_set() or request.app[LEAVING].is_set()
     ok = pool.ready and not draining
     body = {"status": "DRAINING" if draining else "READY" if ok else "NOT_READY", "workers": len(pool.workers),
-            "ready": pool.ready_count}
+            "ready": pool.ready_count, "unresponsive": pool.unresponsive_count}
     return web.json_response(body, status=200 if ok else 503)
 
 
@@ -213,7 +213,8 @@ def create_app(settings: Settings, pool: WorkerPool, metrics_: Metrics, schema: 
     app[LEAVING] = asyncio.Event()
     app[API_KEYS] = api_keys or ApiKeys(settings)
     metrics_.bind_pool(lambda: float(pool.inflight), lambda: float(len(pool.workers) * settings.worker_threads),
-                       lambda: float(pool.ready_count), lambda: float(len(pool.workers)))
+                       lambda: float(pool.ready_count), lambda: float(len(pool.workers)),
+                       lambda: float(pool.unresponsive_count))
 
     routes = [
         web.get("/health", health),

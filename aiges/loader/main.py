@@ -22,6 +22,7 @@ from aiges.config import Settings
 from aiges.loader import grpc_api, logs, which_wrapper
 from aiges.loader.app import create_app
 from aiges.loader.auth import ApiKeys
+from aiges.loader.guard import ConnectionGuard, raise_fd_limit
 from aiges.loader.metrics import Metrics
 from aiges.loader.state import DRAINING, LEAVING
 from aiges.loader.stream import drain_sessions
@@ -31,9 +32,10 @@ logger = logging.getLogger("aiges.loader")
 
 
 async def serve(settings: Settings) -> int:
+    fd_limit = raise_fd_limit()  # every client connection is a descriptor
     metrics = Metrics()
     pool = WorkerPool(settings, on_restart=metrics.worker_restarts.inc,
-                      on_batch=getattr(metrics, "observe_batch", None))
+                      on_batch=getattr(metrics, "observe_batch", None), on_health_miss=metrics.worker_health_misses.inc)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -66,9 +68,9 @@ async def serve(settings: Settings) -> int:
     # requests and sessions are drained before aiohttp's own shutdown (see the end of serve), so
     # it only has to wait for handlers that are answering already
     runner = web.AppRunner(app, access_log_class=logs.AccessLogger, handle_signals=False,
-                           shutdown_timeout=min(settings.grace, 3.0))
+                           shutdown_timeout=min(settings.grace, 3.0), keepalive_timeout=settings.keepalive_timeout)
     await runner.setup()
-    site = web.TCPSite(runner, settings.http_host, settings.http_port, backlog=2048)
+    site = ConnectionGuard(settings, metrics, fd_limit).site(runner, settings.http_host, settings.http_port)
     try:
         await site.start()
     except OSError as e:
