@@ -104,6 +104,18 @@ def test_half_sent_requests_cannot_lock_other_clients_out(tmp_path: Path) -> Non
         loader.stop()
 
 
+@pytest.mark.skipif(shutil.which("prlimit") is None, reason="prlimit (util-linux) is not installed")
+def test_the_descriptor_soft_limit_is_raised_to_the_hard_one(tmp_path: Path) -> None:
+    loader = start_loader(tmp_path, ROOT / "examples" / "demo", prefix=("prlimit", "--nofile=512:4096"))
+    try:
+        limits = Path(f"/proc/{loader.pid}/limits").read_text()
+        line = next(x for x in limits.splitlines() if x.startswith("Max open files"))
+        assert line.split()[3:5] == ["4096", "4096"], line
+        assert "at most 3072 open (open-file limit 4096)" in (loader.log_dir / "app.log").read_text()
+    finally:
+        loader.stop()
+
+
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """The demo with 1-second header, body and keep-alive timeouts."""
