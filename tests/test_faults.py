@@ -222,9 +222,12 @@ def test_sigterm_under_load_drains_and_exits_within_grace(tmp_path: Path) -> Non
             time.sleep(0.2)
         # a request counts as accepted before the signal when it was sent 50 ms before it: a
         # connection still in the kernel's accept queue when the listener closes is reset, and
-        # the client's clock and the loader's signal handling are that far apart at most
+        # the client's clock and the loader's signal handling are that far apart at most on an
+        # idle machine.  On a loaded one (CI, two cores) the loop may take longer to run the
+        # handler: a new connection's request read before it ran is served (200), as it should be
         before = [r for r in load.results if r.done < signalled or r.sent < signalled - 0.05]
-        after = [r for r in load.results if r not in before]
+        racing = [r for r in load.results if signalled - 0.05 <= r.sent < signalled + 0.25 and r.label == "200"]
+        after = [r for r in load.results if r not in before and r not in racing]
         new_after = collections.Counter(r.label for r in after if r.new_connection)
         old_after = collections.Counter(r.label for r in after if not r.new_connection)
         text = show("SIGTERM under load", load,

@@ -122,7 +122,10 @@ def fuzz(loader: Loader, name: str) -> collections.Counter[str]:
             problem = f"status {r.status_code} is not documented ({sorted(documented)})"
         if took > TIMEOUT / 2:
             problem = f"took {took:.1f}s"
-        if not problem:
+        # a WebSocket-only operation (documented 101: /ping) is reached only through a handshake an
+        # HTTP fuzzer does not make; its plain-GET answer is still held to the documented statuses
+        websocket_only = "101" in responses
+        if not problem and not websocket_only:
             try:
                 case.validate_response(r, checks=[positive_data_acceptance, negative_data_rejection])
             except FailureGroup as e:
