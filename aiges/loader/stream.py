@@ -233,9 +233,14 @@ class Session:
             self.link = await self.pool.open_session(parsed.params, self.sid, self.settings.deadline)
             self.pump_task = asyncio.create_task(self.pump())
             await self.send(_frame(self.sid, 0))
-        if parsed.items:
-            # a frame the wrapper does not take (a hung wrapperWrite, HTTP/2 flow control full)
-            # must not hold the session past its timeout
+        if parsed.items and self.link.lane is not None and not self.link.behind:
+            # on the lane a frame is written at once unless the wrapper is behind: no timer needed
+            await self.pool.write(self.link, parsed.items, parsed.params, self.settings.deadline)
+            if _is_last(parsed.items):
+                self.input_done = True
+        elif parsed.items:
+            # a frame the wrapper does not take (a hung wrapperWrite: the lane's acknowledgements or
+            # HTTP/2 flow control hold it) must not hold the session past its timeout
             # (a timer, not wait_for: wait_for makes a task per frame, ~4% of a frame's CPU)
             task = asyncio.current_task()
             assert task is not None

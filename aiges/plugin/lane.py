@@ -49,22 +49,41 @@ _STOP = object()
 
 
 class _Conn:
-    """One accepted loader connection; answers go back on the connection the request came from."""
+    """One accepted loader connection; answers go back on the connection the request came from.
+
+    Answers and results are sent by the wrapper threads that produce them; what others produce while
+    one thread is in ``sendall`` leaves with that thread's next ``sendall`` (no timer, no extra
+    thread): under load many frames share one system call and one wake-up of the loader."""
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.lock = threading.Lock()
         self.closed = False
         self.handles: set[str] = set()  # live sessions created over this connection
+        self._out: list[bytes] = []
+        self._sending = False
 
     def send(self, data: bytes) -> None:
         with self.lock:
             if self.closed:
                 return
+            self._out.append(data)
+            if self._sending:
+                return  # the thread sending now takes it along
+            self._sending = True
+        while True:
+            with self.lock:
+                out = self._out
+                if not out or self.closed:
+                    self._sending = False
+                    out.clear()
+                    return
+                self._out = []
             try:
-                self.sock.sendall(data)
+                self.sock.sendall(out[0] if len(out) == 1 else b"".join(out))
             except OSError:
-                self.closed = True  # the loader went away: it has failed these requests already
+                with self.lock:
+                    self.closed = True  # the loader went away: it has failed these requests already
 
 
 class _Item:
