@@ -10,12 +10,17 @@ setup(
     python_requires=">=3.10",
     # wrapper_template/ (what `aiges create` copies) and examples/mnist/ (what `aiges -mnist` writes)
     # live at the top level for people to read; installed, they are aiges.wrapper_template / aiges.mnist_demo
-    packages=find_packages(include=["aiges", "aiges.*"]) + ["aiges.wrapper_template", "aiges.mnist_demo"],
-    package_dir={"aiges.wrapper_template": "wrapper_template", "aiges.mnist_demo": "examples/mnist"},
+    packages=find_packages(include=["aiges", "aiges.*"]) + ["aiges.wrapper_template", "aiges.mnist_demo",
+                                                            "aiges.c_template"],
+    package_dir={"aiges.wrapper_template": "wrapper_template", "aiges.mnist_demo": "examples/mnist",
+                 "aiges.c_template": "c_template"},
     package_data={"aiges": ["py.typed"], "aiges.tools": ["default.toml"],
                   "aiges.wrapper_template": ["*.md", "*.txt", "Dockerfile", ".dockerignore", "wrapper/*.py",
                                              "wrapper/test_data/*"],
-                  "aiges.mnist_demo": ["*.md", "*.txt", "*.py", "wrapper/*.py", "wrapper/test_data/*"]},
+                  "aiges.mnist_demo": ["*.md", "*.txt", "*.py", "wrapper/*.py", "wrapper/test_data/*"],
+                  # `aiges create --lang c`: the engine skeleton and our copies of upstream's two headers
+                  "aiges.c_template": ["*.md", "*.c", "*.py", "Makefile", "Dockerfile", ".dockerignore",
+                                       "include/*.h", "test_data/*"]},
     include_package_data=True,
     install_requires=[
         "aiohttp>=3.9",

@@ -44,9 +44,17 @@ class Settings:
     grpc_port: int | None = None
     # the wrapper
     wrapper_dir: str | None = None
+    wrapper_dir_from: str = ""  # what chose wrapper_dir ("--wrapper-dir", ...); "" = none: cwd, then PYTHONPATH
+    python_path: tuple[str, ...] = ()  # PYTHONPATH's entries, for the start log's "which wrapper.py" line
     wrapper_module: str = "wrapper"
     wrapper_config: Mapping[str, str] = field(default_factory=dict)
     plugin_cmd: str | None = None  # a custom [aiges] pythonPluginCmd; None = this Python
+    # C engines (upstream's Cgo mode): AIGES_PLUGIN_MODE "python" | "c" | "" (choose by what is there)
+    plugin_mode: str = ""
+    wrapper_lib: str | None = None  # [aiges] wrapperLib: a path (relative to the toml) or a bare name
+    async_mode: bool = False  # [aiges] asyncMode: wrapperExecAsync + callbacks (upstream's default false)
+    real_time_rlt: bool = True  # [aiges] realTimeRlt: wrapperRead after every write, else after the last
+    wrapper_thread_safe: bool = True  # [aiges] wrapperThreadSafe = false: one C call at a time
     # workers and limits
     workers: int = 1  # `auto` in the file = the machine's cores
     worker_threads: int = 4
@@ -63,13 +71,27 @@ class Settings:
     liveness_interval: float | None = 5.0  # seconds between health pings of each worker; None = off
     exit_on_init_failure: bool = True
     grace: float = 30.0
+    # seconds after SIGTERM of serving as usual while /ready already says 503 (the preStop sleep
+    # of orchestrators that have none: Swarm, systemd, a bare load balancer); then the drain
+    drain_delay: float = 0.0
     wrapper_error_status: int = 500
     header_pass: tuple[str, ...] = ()
     # streaming
     ws_read_timeout: float = 15.0
     ws_session_timeout: float = 180.0
+    # what one HTTP client may hold (aiges.loader.guard): seconds for a request's headers after its
+    # first byte, seconds a request body may stall, seconds an idle keep-alive connection is kept,
+    # open connections at most (0 = auto: from the descriptor limit)
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+    keepalive_timeout: float = 75.0
+    max_connections: int = 0
     # security
     api_keys: tuple[str, ...] = ()
+    # [auth] apiKeysFile / AIGES_API_KEYS_FILE (a Swarm/Docker secret): its keys as read at start,
+    # added to api_keys; SIGHUP reads the file again (aiges.loader.auth.ApiKeys)
+    api_keys_file: str | None = None
+    file_api_keys: tuple[str, ...] = ()
     # logs
     log_dir: str = "logs"
     log_level: str = "info"
@@ -184,8 +206,10 @@ def _section(doc: Mapping[str, Any], name: str) -> Mapping[str, Any]:
 # [ws] is reported, as a likely typo.  Other sections are upstream platform plumbing.
 AIGES_KEYS = frozenset({
     "wrapperDir", "wrapperModule", "workers", "workerThreads", "maxInflight", "deadline", "maxBodyMB",
-    "startTimeout", "initTimeout", "restartBackoffMax", "livenessInterval", "exitOnInitFailure", "grace", "wrapperErrorStatus",
-    "headerPass", "pythonPluginCmd", "max_batch_size", "max_queue_delay_ms", "lane",
+    "startTimeout", "initTimeout", "restartBackoffMax", "livenessInterval", "exitOnInitFailure", "grace", "drainDelay",
+    "wrapperErrorStatus",
+    "headerPass", "pythonPluginCmd", "max_batch_size", "max_queue_delay_ms", "lane", "wrapperLib", "wrapperThreadSafe",
+    "headerTimeout", "bodyTimeout", "keepaliveTimeout", "maxConnections",
     # upstream's
     "gesMock", "sessMode", "numaNode", "realTimeRlt", "usrCfg", "sub", "asyncMode", "sessDelGt", "httpRetry",
     "gray", "wrapperTrace", "wrapperDelayDetectPeriod", "storageData", "asyncRelease", "libCodec", "elastic",
@@ -211,24 +235,63 @@ def _workers(v: Any) -> int:
     return _pos_int(v)
 
 
+def _connections(v: Any) -> int:
+    """``maxConnections = "auto"`` (0): derived from the descriptor limit at start."""
+    return 0 if v == "auto" else _pos_int(v)
+
+
 def _nonneg_float(v: Any) -> float:
     if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
         raise TypeError
     return float(v)
 
 
+def read_api_keys_file(path: str, where: str) -> tuple[str, ...]:
+    """One key per line; blank lines and ``#`` comments are skipped.  An unreadable or empty
+    file is an error: it must neither lock every client out nor turn authentication off."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        reason = e.strerror if isinstance(e, OSError) else "not UTF-8 text"
+        raise ConfigError(f"{where}: cannot read the API keys file {path}: {reason}") from None
+    keys = tuple(dict.fromkeys(k for k in (line.strip() for line in lines) if k and not k.startswith("#")))
+    if not keys:
+        raise ConfigError(f"{where}: the API keys file {path} holds no key (one key per line)")
+    return keys
+
+
 # ---------------------------------------------------------------- the parse
-def load(path: str, svc_name: str = "svcName", env: Mapping[str, str] | None = None) -> Settings:
+def load(path: str, svc_name: str = "svcName", env: Mapping[str, str] | None = None,
+         wrapper_dir: str | None = None) -> Settings:
+    """``wrapper_dir``: the command line's ``--wrapper-dir``, which wins over the environment and the file."""
     try:
         with open(path, encoding="utf-8") as f:
             text = f.read()
     except OSError as e:
         raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
-    return parse(text, path, svc_name, os.environ if env is None else env)
+    return parse(text, path, svc_name, os.environ if env is None else env, wrapper_dir)
+
+
+def _wrapper_dir(aiges: Mapping[str, Any], path: str, env: Mapping[str, str],
+                 flag: str | None) -> tuple[str | None, str]:
+    """The directory of wrapper.py and what chose it: ``--wrapper-dir``, else ``AIGES_WRAPPER_DIR``
+    (both relative to the working directory), else ``[aiges] wrapperDir`` (relative to the file)."""
+    in_file = _get(aiges, "aiges", "wrapperDir", None, _str, "a directory path string")
+    config_dir = os.path.dirname(os.path.abspath(path))
+    for value, source, base in ((flag, "--wrapper-dir", os.getcwd()),
+                                (env.get("AIGES_WRAPPER_DIR"), "AIGES_WRAPPER_DIR", os.getcwd()),
+                                (in_file, "[aiges] wrapperDir", config_dir)):
+        if value:
+            where = os.path.normpath(os.path.join(base, value))
+            if not os.path.isdir(where):
+                raise ConfigError(f"{source}: directory {where} does not exist")
+            return where, source
+    return None, ""
 
 
 def parse(text: str, path: str = "aiges.toml", svc_name: str = "svcName",
-          env: Mapping[str, str] | None = None) -> Settings:
+          env: Mapping[str, str] | None = None, wrapper_dir_flag: str | None = None) -> Settings:
     env = env or {}
     try:
         doc = _load_toml(text)
@@ -261,13 +324,20 @@ def parse(text: str, path: str = "aiges.toml", svc_name: str = "svcName",
     if log_level not in LOG_LEVELS:
         raise ConfigError(f"[log] level: expected one of {', '.join(LOG_LEVELS)}, got {log_level!r}")
 
-    base = os.path.dirname(os.path.abspath(path))
-    wrapper_dir = _get(aiges, "aiges", "wrapperDir", None, _str, "a directory path string")
-    wrapper_dir = env.get("AIGES_WRAPPER_DIR") or wrapper_dir
-    if wrapper_dir:
-        wrapper_dir = os.path.normpath(os.path.join(base, wrapper_dir))
-        if not os.path.isdir(wrapper_dir):
-            raise ConfigError(f"[aiges] wrapperDir: directory {wrapper_dir} does not exist")
+    wrapper_dir, wrapper_dir_from = _wrapper_dir(aiges, path, env, wrapper_dir_flag)
+
+    plugin_mode = env.get("AIGES_PLUGIN_MODE", "").strip().lower()
+    if plugin_mode not in ("", "python", "c"):
+        raise ConfigError(f"AIGES_PLUGIN_MODE={env['AIGES_PLUGIN_MODE']!r}: expected 'python' (a wrapper.py) or 'c' "
+                          "(a libwrapper.so written to upstream's C interface), or unset to choose by what is there")
+    wrapper_lib = env.get("AIGES_WRAPPER_LIB") or _get(aiges, "aiges", "wrapperLib", None, _str, "a file path string")
+    if wrapper_lib:
+        local = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(path)), wrapper_lib))
+        if "/" in wrapper_lib and not os.path.isfile(local):
+            raise ConfigError(f"[aiges] wrapperLib: file {local} does not exist (build the library, or fix the path; "
+                              "it is relative to the config file)")
+        # a bare name is looked up next to the toml, else left to the dynamic loader's search
+        wrapper_lib = local if os.path.isfile(local) else wrapper_lib
 
     plugin_cmd = _get(aiges, "aiges", "pythonPluginCmd", None, _str, "a command string")
     if plugin_cmd and plugin_cmd.strip() == UPSTREAM_PLUGIN_CMD:
@@ -279,6 +349,13 @@ def parse(text: str, path: str = "aiges.toml", svc_name: str = "svcName",
     api_keys = _get(auth, "auth", "apiKeys", (), _str_list, "a list of strings")
     if env.get("AIGES_API_KEYS"):
         api_keys = _str_list(env["AIGES_API_KEYS"])
+    keys_file = _get(auth, "auth", "apiKeysFile", None, _str, "a file path string")
+    where = "[auth] apiKeysFile"
+    if env.get("AIGES_API_KEYS_FILE"):
+        keys_file, where = env["AIGES_API_KEYS_FILE"], "AIGES_API_KEYS_FILE"
+    elif keys_file:
+        keys_file = os.path.join(os.path.dirname(os.path.abspath(path)), keys_file)
+    file_keys = read_api_keys_file(keys_file, where) if keys_file else ()
 
     workers = _get(aiges, "aiges", "workers", 1, _workers, 'a positive integer or "auto"')
     if env.get("AIGES_WORKERS"):
@@ -296,9 +373,16 @@ def parse(text: str, path: str = "aiges.toml", svc_name: str = "svcName",
         grpc_host=grpc_host,
         grpc_port=grpc_port,
         wrapper_dir=wrapper_dir,
+        wrapper_dir_from=wrapper_dir_from,
+        python_path=tuple(p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p),
         wrapper_module=_get(aiges, "aiges", "wrapperModule", "wrapper", _str, "a module name string"),
         wrapper_config={str(k): stringify(v) for k, v in wrapper.items() if k != "http_listen"},
         plugin_cmd=plugin_cmd,
+        plugin_mode=plugin_mode,
+        wrapper_lib=wrapper_lib or None,
+        async_mode=_get(aiges, "aiges", "asyncMode", False, _bool, "true or false"),
+        real_time_rlt=_get(aiges, "aiges", "realTimeRlt", True, _bool, "true or false"),
+        wrapper_thread_safe=_get(aiges, "aiges", "wrapperThreadSafe", True, _bool, "true or false"),
         workers=workers,
         worker_threads=_get(aiges, "aiges", "workerThreads", 4, _pos_int, "a positive integer"),
         max_batch_size=_get(aiges, "aiges", "max_batch_size", None, _pos_int, "a positive integer"),
@@ -315,11 +399,18 @@ def parse(text: str, path: str = "aiges.toml", svc_name: str = "svcName",
                                "a number of seconds (0 = off)") or None,
         exit_on_init_failure=_get(aiges, "aiges", "exitOnInitFailure", True, _bool, "true or false"),
         grace=_get(aiges, "aiges", "grace", 30.0, _float, "a positive number of seconds"),
+        drain_delay=_get(aiges, "aiges", "drainDelay", 0.0, _nonneg_float, "a number of seconds (0 = off)"),
         wrapper_error_status=status,
         header_pass=_get(aiges, "aiges", "headerPass", (), _str_list, "a string \"a;b\" or a list of strings"),
         ws_read_timeout=_get(ws, "ws", "readTimeout", 15.0, _float, "a positive number of seconds"),
         ws_session_timeout=_get(ws, "ws", "sessionTimeout", 180.0, _float, "a positive number of seconds"),
+        header_timeout=_get(aiges, "aiges", "headerTimeout", 10.0, _float, "a positive number of seconds"),
+        body_timeout=_get(aiges, "aiges", "bodyTimeout", 30.0, _float, "a positive number of seconds"),
+        keepalive_timeout=_get(aiges, "aiges", "keepaliveTimeout", 75.0, _float, "a positive number of seconds"),
+        max_connections=_get(aiges, "aiges", "maxConnections", 0, _connections, 'a positive integer or "auto"'),
         api_keys=api_keys,
+        api_keys_file=os.path.abspath(keys_file) if keys_file else None,
+        file_api_keys=file_keys,
         log_dir=log_dir,
         log_level=log_level,
         access_log=_get(log, "log", "access", True, _bool, "true or false"),

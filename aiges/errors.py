@@ -41,6 +41,9 @@ WORKER_UNAVAILABLE = 12503  # plugin worker down, restarting or not ready
 INTERNAL = 12500
 SESSION_NOT_FOUND = 12410
 SHUTTING_DOWN = 12504
+REQUEST_TIMEOUT = 12408  # a request's headers or body did not arrive in time ([aiges] headerTimeout / bodyTimeout)
+UNSUPPORTED_MEDIA_TYPE = 12415
+EXPECTATION_FAILED = 12417
 
 
 class AigesError(Exception):
@@ -121,6 +124,25 @@ class InternalError(AigesError):
     code = INTERNAL
 
 
+class RequestTimeout(AigesError):
+    """The client was too slow: its request's headers or body did not arrive in time."""
+
+    code = REQUEST_TIMEOUT
+
+
+class TooManyConnections(Overloaded):
+    """The listener is at [aiges] maxConnections and no connection could make room (503, not 429:
+    it is the server that is full, not this client that sends too much)."""
+
+
+class UnsupportedMediaType(AigesError):
+    code = UNSUPPORTED_MEDIA_TYPE
+
+
+class ExpectationFailed(AigesError):
+    code = EXPECTATION_FAILED
+
+
 # Codes that say "the request is wrong", the ones the engine answers with 400 itself.  A wrapper
 # that checks what the declared fields cannot (the content of a JSON payload, say) returns one of
 # them -- ``Response().response_err(errors.INVALID_PARAM, "age: expected a number")`` -- and the
@@ -135,6 +157,10 @@ STATUS: dict[type, tuple[int, grpc.StatusCode]] = {
     NotFound: (404, grpc.StatusCode.NOT_FOUND),
     MethodNotAllowed: (405, grpc.StatusCode.UNIMPLEMENTED),
     SessionTimeout: (408, grpc.StatusCode.DEADLINE_EXCEEDED),
+    RequestTimeout: (408, grpc.StatusCode.DEADLINE_EXCEEDED),
+    UnsupportedMediaType: (415, grpc.StatusCode.INVALID_ARGUMENT),
+    ExpectationFailed: (417, grpc.StatusCode.FAILED_PRECONDITION),
+    TooManyConnections: (503, grpc.StatusCode.UNAVAILABLE),
     BodyTooLarge: (413, grpc.StatusCode.RESOURCE_EXHAUSTED),
     Overloaded: (429, grpc.StatusCode.RESOURCE_EXHAUSTED),
     WrapperFailed: (500, grpc.StatusCode.INTERNAL),

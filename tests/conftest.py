@@ -1,7 +1,8 @@
 """Shared fixtures: real loaders (and their plugin workers) on free loopback ports."""
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -30,3 +31,16 @@ def faulty(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loader]:
                           aiges="deadline = 2\nmaxBodyMB = 1", wrapper='"model.path" = "/m"\nthreshold = 0.5\nn = 3')
     yield loader
     loader.stop()
+
+
+@pytest.fixture(scope="session")
+def c_build(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
+    """Compile a test engine of tests/c_engines with the system's C compiler (skip without one)."""
+    from tests.c_engines.build import build, compiler
+    if compiler() is None:
+        pytest.skip("no C compiler (cc/gcc/clang); scripts/install-test-deps installs one")
+    out = tmp_path_factory.mktemp("c_engines")
+
+    def make(source: str = "demo.c", defines: tuple[str, ...] = (), cxx: bool = False, **kw: Path) -> Path:
+        return build(out, source, defines, cxx, **kw)
+    return make

@@ -300,3 +300,17 @@ def parse(data):
     assert "wrapperOnceExec raised JSONDecodeError" in line
     assert line.endswith(f'(in wrapper.py:{lineno}, parse: return json.loads(data + b"}}"))'), line
     assert "fix: fix the wrapper so the declared test values succeed (the message above says where)" in p.stdout
+
+
+def test_a_failure_in_the_wrapper_itself_names_its_line_once(tmp_path: Path) -> None:
+    """The innermost frame is the wrapper's: its line is named once, with the code, not twice."""
+    d = write(tmp_path, '''
+    def wrapperOnceExec(self, params, reqData, usrTag="", persId=0):
+        return {}["missing"]
+''')
+    p = check(d)
+    assert p.returncode == 1
+    lineno = (d / "wrapper.py").read_text().splitlines().index('        return {}["missing"]') + 1
+    line = next(ln for ln in p.stdout.splitlines() if "error 10909" in ln)
+    assert line.count(f"wrapper.py:{lineno}") == 1, line
+    assert line.endswith(f"""raised KeyError: 'missing' (in wrapper.py:{lineno}, wrapperOnceExec: return {{}}["missing"])"""), line

@@ -77,8 +77,8 @@ def test_cli_rejects_other_modes(tmp_path: Path) -> None:
     p = run_cli("-m=2", cwd=tmp_path)
     assert p.returncode == 2
     env_c = subprocess.run([sys.executable, "-m", "aiges", "-m", "0"], cwd=tmp_path, capture_output=True, text=True,
-                           env=dict(os.environ, PYTHONPATH=str(ROOT), AIGES_PLUGIN_MODE="c"), timeout=30)
-    assert env_c.returncode == 2 and "not supported" in env_c.stderr
+                           env=dict(os.environ, PYTHONPATH=str(ROOT), AIGES_PLUGIN_MODE="go"), timeout=30)
+    assert env_c.returncode == 2 and "AIGES_PLUGIN_MODE='go': expected 'python'" in env_c.stderr
 
 
 def test_cli_config_error_is_clear(tmp_path: Path) -> None:

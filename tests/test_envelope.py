@@ -17,7 +17,7 @@ def test_scalars_as_people_write_them() -> None:
 
 
 def test_parse_merges_own_sections_and_scalars_only() -> None:
-    doc = {"header": {"appid": 1, "uid": "u"},
+    doc = {"header": {"appid": "1", "uid": "u"},
            "parameter": {"top": 1, "demo": {"a": 2, "result": {"data_type": "text", "encoding": "utf8"}},
                          "svcName": {"a": 9, "b": 1}, "foreign": {"c": 3}},
            "payload": {"in": {"text": base64.b64encode(b"hi").decode(), "status": 3, "seq": 4}}}

@@ -79,11 +79,16 @@ def configmap_toml(kinds: dict[str, dict[str, Any]]) -> str:
     return str(kinds["ConfigMap"]["data"][key])
 
 
-def settings(kinds: dict[str, dict[str, Any]], wrapper_dir: Path = WRAPPERS / "echo") -> aiges_config.Settings:
+def settings(kinds: dict[str, dict[str, Any]], keys_file: Path,
+             wrapper_dir: Path = WRAPPERS / "echo") -> aiges_config.Settings:
     """aiges.toml from the ConfigMap, parsed as the pod's loader would: its -s, its env (plus a
-    wrapper directory that exists here, the image's working directory standing in)."""
+    wrapper directory that exists here, the image's working directory standing in, and a keys
+    file standing in for the mounted Secret)."""
     c = container(kinds["Deployment"])
     env = dict(container_env(c), AIGES_WRAPPER_DIR=str(wrapper_dir))
+    if "AIGES_API_KEYS_FILE" in env:
+        keys_file.write_text("k8s-test-key\n")
+        env["AIGES_API_KEYS_FILE"] = str(keys_file)
     return aiges_config.parse(configmap_toml(kinds), "/etc/aiges/aiges.toml", cli_args(c)["-s"], env)
 
 
@@ -134,13 +139,13 @@ def test_the_validator_rejects_broken_manifests(no_network: None) -> None:
 
 
 # ---------------------------------------------------------------- the manifests agree
-def test_manifests_fit_the_loader_and_each_other() -> None:
+def test_manifests_fit_the_loader_and_each_other(tmp_path: Path) -> None:
     kinds = by_kind()
     deploy, svc, hpa, pdb = (kinds[k] for k in ("Deployment", "Service", "HorizontalPodAutoscaler",
                                                 "PodDisruptionBudget"))
     pod = deploy["spec"]["template"]
     c = container(deploy)
-    s = settings(kinds)
+    s = settings(kinds, tmp_path / "api-keys")
     args = cli_args(c)
     assert args["-s"] in toml.loads(configmap_toml(kinds)), "the -s service has no section in aiges.toml"
 
@@ -161,6 +166,8 @@ def test_manifests_fit_the_loader_and_each_other() -> None:
     assert probes["readinessProbe"]["path"] == "/ready"
     assert probes["livenessProbe"]["path"] == "/health" and probes["startupProbe"]["path"] == "/health"
     assert all(named_port(c, p["port"]) == s.http_port for p in probes.values())
+    # numeric: podman kube play (the smoke test, scripts/k8s-podman-test) does not resolve port names
+    assert all(isinstance(p["port"], int) for p in probes.values())
     # the HTTP port opens only after every worker's wrapperInit: the startup probe waits that long
     startup = c["startupProbe"]
     assert startup["periodSeconds"] * startup["failureThreshold"] >= s.start_timeout + (s.init_timeout or 0)
@@ -192,8 +199,16 @@ def test_manifests_fit_the_loader_and_each_other() -> None:
 
     # the image and the secret the API keys come from
     assert c["image"].startswith("aiges-catboost:")
-    [keys] = [e for e in c["env"] if e["name"] == "AIGES_API_KEYS"]
-    assert "secretKeyRef" in keys["valueFrom"]
+    # the API keys: the Secret mounted as a file (AIGES_API_KEYS_FILE), not an env value
+    [keys] = [e for e in c["env"] if e["name"] == "AIGES_API_KEYS_FILE"]
+    assert not [e for e in c["env"] if e["name"] == "AIGES_API_KEYS"]
+    [mount] = [m for m in c["volumeMounts"] if keys["value"].startswith(m["mountPath"].rstrip("/") + "/")]
+    [volume] = [v for v in pod["spec"]["volumes"] if v["name"] == mount["name"]]
+    assert mount.get("readOnly") is True
+    assert volume["secret"]["secretName"] == deploy["metadata"]["name"]
+    item = keys["value"][len(mount["mountPath"].rstrip("/")) + 1:]
+    assert [i["path"] for i in volume["secret"]["items"]] == [item]
+    assert s.file_api_keys == ("k8s-test-key",)
     assert "apiKeys" not in toml.loads(configmap_toml(kinds)).get("auth", {}), "keys belong in the Secret"
 
 
@@ -223,7 +238,8 @@ def pod_loader(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str, s
     c = container(kinds["Deployment"])
     cfg, app = local_config(kinds, tmp_path)
     env = dict(os.environ, **container_env(c))
-    env["AIGES_API_KEYS"] = "k8s-test-key"  # what the Secret would hold
+    (tmp_path / "api-keys").write_text("# what the Secret would hold\nk8s-test-key\n")
+    env["AIGES_API_KEYS_FILE"] = str(tmp_path / "api-keys")  # where the Secret volume would be
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     out, err = tmp_path / "loader.out", tmp_path / "loader.err"
     with out.open("wb") as out_f, err.open("wb") as err_f:
@@ -247,7 +263,7 @@ def pod_loader(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str, s
 
 
 def test_probe_paths_answer_on_a_loader_started_from_the_configmap(
-        pod_loader: tuple[subprocess.Popen[bytes], str, str, dict[str, Any]]) -> None:
+        pod_loader: tuple[subprocess.Popen[bytes], str, str, dict[str, Any]], tmp_path: Path) -> None:
     proc, url, grpc, kinds = pod_loader
     c = container(kinds["Deployment"])
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
@@ -263,7 +279,7 @@ def test_probe_paths_answer_on_a_loader_started_from_the_configmap(
         assert status == 200, f"{probe} GET {path}: {status}"
     # the ConfigMap's workers are all ready; the public gRPC port of the Service listens
     status, _, body = http("GET", url + "/ready")
-    assert body["workers"] == settings(kinds).workers == body["ready"]
+    assert body["workers"] == settings(kinds, tmp_path / "keys").workers == body["ready"]
     host, port = grpc.rsplit(":", 1)
     socket.create_connection((host, int(port)), timeout=5).close()
     # the API keys of the Secret reach the loader: inference needs one, the probes do not

@@ -125,11 +125,11 @@ def test_wrapper_failures_answered_at_once(faulty: Loader, image_stats: Loader) 
 
 def test_output_mismatch_names_key_and_types(faulty: Loader) -> None:
     """The request asks for what the wrapper declares; the wrapper returns something else: 10106
-    (a request contradicting the declared outputs is a 400 before the wrapper runs instead)."""
+    (a request contradicting the declared outputs gets the same code, as a 400 before the wrapper runs)."""
     _err(faulty, once_body("faulty", {"text": {"text": b64("x")}}, {"ctrl": "image"},
                            expect={"result": {"data_type": "text"}}), 500, 10106, "'result'", "text", "image")
     _err(faulty, once_body("faulty", {"text": {"text": b64("x")}}, expect={"result": {"data_type": "audio"}}),
-         400, 10107, "parameter.faulty.result.data_type", "text")
+         400, 10106, "parameter.faulty.result.data_type", "text")
 
 
 def test_deadline_504(faulty: Loader) -> None:
@@ -211,12 +211,13 @@ def test_relative_paths_resolve_in_the_wrapper_directory(tmp_path: Path) -> None
 
 
 def test_expect_objects_and_object_params_are_validated(demo: Loader) -> None:
-    """Checked before the wrapper runs (400/10107), not blamed on the wrapper afterwards (10106)."""
+    """Checked before the wrapper runs (400), not blamed on the wrapper afterwards (500); a data_type
+    contradicting the declared output keeps upstream's code for it, 10106."""
     text = {"text": {"text": b64("x"), "status": 3}}
     _err(demo, once_body("demo", text, {"repeat": {"x": 1}}), 400, 10107, "parameter.demo.repeat", "object")
     _err(demo, once_body("demo", text, expect={"nope": {"encoding": "utf8"}}), 400, 10107, "parameter.demo.nope",
          "result")
-    _err(demo, once_body("demo", text, expect={"result": {"data_type": "image"}}), 400, 10107,
+    _err(demo, once_body("demo", text, expect={"result": {"data_type": "image"}}), 400, 10106,
          "parameter.demo.result", "text")
     status, _, resp = demo.post("/v1/svcName", once_body("demo", text, expect={"result": {"encoding": "utf8"}}))
     assert status == 200, resp

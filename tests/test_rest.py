@@ -44,7 +44,7 @@ def test_errors_keep_the_rest_shape(demo: Loader, image_stats: Loader) -> None:
     assert status == 400 and body["result"] is False and body["error"]["code"] == 10107
     assert "repeat" in body["error"]["message"] and body["metadata"]["sid"]
     status, _, body = http("POST", demo.url + "/infer", b"<x/>", {"Content-Type": "application/xml"})
-    assert status == 400 and "Content-Type" in body["error"]["message"]
+    assert status == 415 and body["error"]["code"] == 12415 and "Content-Type" in body["error"]["message"]
     status, _, body = http("POST", image_stats.url + "/infer?ctrl=raise", PNG,
                            {"Content-Type": "application/octet-stream"})
     assert status == 500 and body["error"]["code"] == 10909 and "RuntimeError" in body["error"]["message"]

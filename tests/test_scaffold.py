@@ -138,6 +138,11 @@ def test_created_project_serves_once_and_sessions_with_no_edits(project: Path) -
         assert status == 200, body
         result = json.loads(body["payload"]["result"]["text"])
         assert (result["width"], result["height"]) == (96, 64) and len(result["colors"]) == 3
+        # a payload that is no image: the client's mistake, a 400 with the wrapper's own message
+        example["payload"]["image"]["image"] = base64.b64encode(b"not a png").decode()
+        status, _h, body = http("POST", url + "/v1/private/hello_svc", json.dumps(example).encode())
+        assert status == 400 and body["header"]["code"] == 10107, body
+        assert body["header"]["message"].startswith("payload.image: not an image PIL can read"), body
 
         png = (project / "wrapper" / "test_data" / "test.png").read_bytes()
 

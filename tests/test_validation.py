@@ -143,7 +143,7 @@ def test_param_rules(val: Loader, params: dict[str, Any], message: str) -> None:
     ({"img": {"text": b64("x")}}, "payload.img: is declared as image, so its data goes in the 'image' field, not 'text'"),
     ({"img": {"image": b64("x"), "encoding": "gif"}}, "payload.img.encoding: must be one of jpg, jpeg, png, bmp, got 'gif'"),
     ({"text": {"text": b64("x"), "encoding": "latin1"}}, "payload.text.encoding: must be one of utf8, gb2312, got 'latin1'"),
-    ({"text": {"text": b64("x"), "status": 7}}, "payload.text.status: expected 0 (first), 1 (continue), 2 (last) or 3 (once); got 7"),
+    ({"text": {"text": b64("x"), "status": 7}}, "payload.text.status: expected the integer 0 (first), 1 (continue), 2 (last) or 3 (once); got 7"),
     ({"text": {"text": "", "status": 3}}, "payload.text.text: is empty; a once request needs the input's data "
                                           "(base64 of the text)"),
     ({"img": {"image": ""}}, "payload.img.image: is empty; a once request needs the input's data (base64 of the image)"),

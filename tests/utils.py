@@ -135,14 +135,15 @@ def write_config(workdir: Path, wrapper_dir: Path, aiges: str = "", wrapper: str
 
 def start_loader(workdir: Path, wrapper_dir: Path, aiges: str = "", wrapper: str = "", ws: str = "",
                  auth: str = "", env: dict[str, str] | None = None, timeout: float = 60,
-                 expect_fail: bool = False) -> Loader:
-    """Write aiges.toml into workdir, start `python -m aiges -m 0`, wait for its serving line."""
+                 expect_fail: bool = False, prefix: tuple[str, ...] = ()) -> Loader:
+    """Write aiges.toml into workdir, start `python -m aiges -m 0`, wait for its serving line.
+    ``prefix``: a command the loader runs under (``("prlimit", "--nofile=1024:1024")``); it must exec."""
     cfg = write_config(workdir, wrapper_dir, aiges, wrapper, ws, auth)
     out, err = workdir / "loader.out", workdir / "loader.err"
     full_env = dict(os.environ, **(env or {}))
     full_env["PYTHONPATH"] = str(ROOT) + os.pathsep + full_env.get("PYTHONPATH", "")
     with out.open("wb") as out_f, err.open("wb") as err_f:  # the child keeps its own copies
-        proc = subprocess.Popen([sys.executable, "-m", "aiges", "-m", "0", "-c", str(cfg), "-s", "svcName"],
+        proc = subprocess.Popen([*prefix, sys.executable, "-m", "aiges", "-m", "0", "-c", str(cfg), "-s", "svcName"],
                                 cwd=workdir, stdout=out_f, stderr=err_f, env=full_env)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import os
 import types
 import urllib.parse
 from collections.abc import AsyncIterator, Mapping
@@ -74,12 +76,32 @@ class StreamSession:
             self._ws = await self._http.ws_connect(self.url, headers=self._headers, autoping=True,
                                                    max_msg_size=0)
         except aiohttp.WSServerHandshakeError as e:
+            error = await self._refusal(e.status, e.message)
             await self.close()
-            raise ClientError(TRANSPORT_ERROR, f"WebSocket upgrade of {self.url} refused: HTTP {e.status} "
-                                               f"{e.message}", http_status=e.status) from None
+            raise error from None
         except (aiohttp.ClientError, OSError) as e:
             await self.close()
             raise ClientError(TRANSPORT_ERROR, f"cannot connect to {self.url}: {e}") from None
+
+    async def _refusal(self, status: int, reason: str) -> ClientError:
+        """The server's own error (code, message, sid) for a refused upgrade: aiohttp drops the
+        answer's body, so the same upgrade request is sent once more as a plain request that reads
+        it.  An answer that is not an error envelope gives the HTTP status alone."""
+        import aiohttp
+
+        headers = dict(self._headers, Upgrade="websocket", Connection="Upgrade", **{
+            "Sec-WebSocket-Version": "13", "Sec-WebSocket-Key": base64.b64encode(os.urandom(16)).decode()})
+        url = "http" + self.url[2:]  # ws:// -> http://, wss:// -> https://
+        try:
+            async with self._http.get(url, headers=headers, allow_redirects=False,
+                                      timeout=aiohttp.ClientTimeout(total=self.timeout)) as r:
+                hdr = _header(orjson.loads(await r.read())) if r.status == status else None
+        except (aiohttp.ClientError, OSError, asyncio.TimeoutError, orjson.JSONDecodeError, ClientError):
+            hdr = None
+        if hdr is not None and _code(hdr) not in (0, TRANSPORT_ERROR):
+            return ClientError(_code(hdr), str(hdr.get("message", "")), str(hdr.get("sid", "")), http_status=status)
+        return ClientError(TRANSPORT_ERROR, f"WebSocket upgrade of {self.url} refused: HTTP {status} {reason}",
+                           http_status=status)
 
     async def close(self) -> None:
         if self._ws is not None:

@@ -19,13 +19,26 @@ from aiohttp.web_protocol import RequestPayloadError
 from aiges import errors
 from aiges.config import Settings
 from aiges.loader import auth, envelope, protocol
+from aiges.loader.auth import ApiKeys
 from aiges.loader.metrics import Metrics
 from aiges.loader.once import handle_once, new_sid
 from aiges.loader.openapi import forget as forget_openapi
 from aiges.loader.openapi import openapi_json, swagger
 from aiges.loader.rest import handle_infer, rest_error_body
 from aiges.loader.routes import inference_routes
-from aiges.loader.state import DRAINING, METRICS, POOL, SCHEMA, SERVICES, SESSIONS, SETTINGS, VALIDATOR
+from aiges.loader.routing import allowed_methods, slash_redirect
+from aiges.loader.state import (
+    API_KEYS,
+    DRAINING,
+    LEAVING,
+    METRICS,
+    POOL,
+    SCHEMA,
+    SERVICES,
+    SESSIONS,
+    SETTINGS,
+    VALIDATOR,
+)
 from aiges.loader.stream import handle_stream
 from aiges.loader.validate import Validator
 from aiges.loader.workers import WorkerPool
@@ -39,12 +52,8 @@ CORS_PREFLIGHT = {"Access-Control-Allow-Origin": "*", "Access-Control-Allow-Meth
 
 
 def _check_api_key(request: web.Request, keys: tuple[str, ...]) -> None:
-    given = request.headers.get("x-api-key", "")
-    if not given:
-        authorization = request.headers.get("Authorization", "")
-        if authorization.lower().startswith("bearer "):
-            given = authorization[7:].strip()
-    auth.verify(given, keys)
+    given, where = auth.given_key(lambda name: request.headers.get(name, ""))
+    auth.verify(given, keys, where)
 
 
 def _http_error(exc: web.HTTPException, request: web.Request, settings: Settings) -> errors.AigesError:
@@ -67,6 +76,7 @@ async def envelope_errors(request: web.Request, handler: Handler) -> web.StreamR
     started = time.perf_counter()
     route = ROUTE_KINDS.get(request.match_info.handler, "other")
     err: errors.AigesError | None = None
+    http_exc: web.HTTPException | None = None
     if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
         return web.Response(status=204, headers=CORS_PREFLIGHT)  # a browser's CORS preflight
     draining = app[DRAINING].is_set()
@@ -74,15 +84,20 @@ async def envelope_errors(request: web.Request, handler: Handler) -> web.StreamR
         if draining and route in PROTECTED:  # a new request on a keep-alive connection during the drain
             raise errors.WorkerUnavailable("server shutting down: not taking new requests; retry (another "
                                            "instance)", errors.SHUTTING_DOWN, retry_after=1)
-        if settings.api_keys and route in PROTECTED:
-            _check_api_key(request, settings.api_keys)
+        keys = app[API_KEYS].keys
+        if keys and route in PROTECTED:
+            _check_api_key(request, keys)
         response = await handler(request)
     except errors.AigesError as e:
         err = e
     except web.HTTPException as e:
         if e.status < 400:
             raise
-        err = _http_error(e, request, settings)
+        moved = await slash_redirect(request) if e.status == 404 else None
+        if moved is not None:
+            response = moved
+        else:
+            http_exc, err = e, _http_error(e, request, settings)
     except (RequestPayloadError, BadHttpMessage) as e:  # a body that is not gzip, a broken multipart part
         err = errors.BadRequest(f"the request body could not be read: {e}; check Content-Encoding",
                                 errors.INVALID_DATA)
@@ -102,14 +117,16 @@ async def envelope_errors(request: web.Request, handler: Handler) -> web.StreamR
             logger.error("sid=%s code=%s %s %s: %s", sid, err.code, request.method, request.path, err.message)
         else:
             logger.info("sid=%s code=%s %s %s: %s", sid, err.code, request.method, request.path, err.message)
-        headers = {"Retry-After": str(int(err.retry_after or 1))} if status in (429, 503) else None
+        headers = {"Retry-After": str(int(err.retry_after or 1))} if status in (429, 503) else {}
+        if status == 405:
+            headers["Allow"] = allowed_methods(request, http_exc)
         body = (rest_error_body(err, sid, request.content_type, started) if route == "infer"
                 else envelope.error_body(err.code, err.message, sid))
         response = web.Response(status=status, body=body, content_type="application/json", headers=headers)
     app[METRICS].observe(route, response.status, time.perf_counter() - started, err.code if err else 0)
     if not response.prepared:  # a WebSocket has sent its headers already
         response.headers.setdefault("Access-Control-Allow-Origin", "*")  # as upstream, on every answer
-        if draining or app[DRAINING].is_set():
+        if draining or app[DRAINING].is_set() or app[LEAVING].is_set():
             response.force_close()  # no more requests on this connection: the drain can end
     return response
 
@@ -121,10 +138,10 @@ async def health(request: web.Request) -> web.Response:
 
 async def ready(request: web.Request) -> web.Response:
     pool = request.app[POOL]
-    draining = request.app[DRAINING].is_set()
+    draining = request.app[DRAINING].is_set() or request.app[LEAVING].is_set()
     ok = pool.ready and not draining
     body = {"status": "DRAINING" if draining else "READY" if ok else "NOT_READY", "workers": len(pool.workers),
-            "ready": pool.ready_count}
+            "ready": pool.ready_count, "unresponsive": pool.unresponsive_count}
     return web.json_response(body, status=200 if ok else 503)
 
 
@@ -180,7 +197,8 @@ def refresh_service(app: web.Application, schema: dict[str, Any]) -> None:
                    "no route", "s" if len(missing) == 1 else "")
 
 
-def create_app(settings: Settings, pool: WorkerPool, metrics_: Metrics, schema: dict[str, Any]) -> web.Application:
+def create_app(settings: Settings, pool: WorkerPool, metrics_: Metrics, schema: dict[str, Any],
+               api_keys: ApiKeys | None = None) -> web.Application:
     protocol.install()  # what aiohttp's HTTP parser rejects gets the error envelope too
     app = web.Application(middlewares=[envelope_errors], client_max_size=settings.max_body_size)
     app[SETTINGS] = settings
@@ -192,15 +210,18 @@ def create_app(settings: Settings, pool: WorkerPool, metrics_: Metrics, schema: 
     app[VALIDATOR] = Validator(schema, service_id)
     app[SESSIONS] = set()
     app[DRAINING] = asyncio.Event()
+    app[LEAVING] = asyncio.Event()
+    app[API_KEYS] = api_keys or ApiKeys(settings)
     metrics_.bind_pool(lambda: float(pool.inflight), lambda: float(len(pool.workers) * settings.worker_threads),
-                       lambda: float(pool.ready_count), lambda: float(len(pool.workers)))
+                       lambda: float(pool.ready_count), lambda: float(len(pool.workers)),
+                       lambda: float(pool.unresponsive_count))
 
     routes = [
         web.get("/health", health),
         web.get("/ready", ready),
         web.get("/metrics", metrics),
         web.get("/ping", ping),
-        web.get("/", root),
+        web.route("*", "/", root),  # any method, as upstream
         web.post("/infer", handle_infer),
         web.get("/openapi.json", openapi_json),
         web.get("/swagger", root),

@@ -22,6 +22,24 @@ from aiges.wire.pb import aiges_inner_pb2 as pb
 DATA_FIELDS = {"text": 0, "audio": 1, "image": 2, "video": 3, "other": 4}
 TYPE_NAMES = {v: k for k, v in DATA_FIELDS.items()}
 EXPECT_ATTRS = ("encoding", "format", "compress")
+STATUSES = (0, 1, 2, 3)
+
+# The typed keys of the header and of a payload item, as upstream's schema (``schemainput``) has
+# them; other keys pass on as text.  One table for the parser and for /openapi.json
+# (``aiges.loader.openapi``), so what the document calls valid is what the server takes.
+# "integer" is a JSON number without a fraction or exponent (JSON Schema draft 4): 2, not 2.0 or "2".
+HEADER_RULES: dict[str, dict[str, Any]] = {
+    "appid": {"type": "string", "maxLength": 50},
+    "uid": {"type": "string", "maxLength": 50},
+    "did": {"type": "string"},
+    "status": {"type": "integer", "enum": list(STATUSES)},
+}
+ITEM_RULES: dict[str, dict[str, Any]] = {
+    "encoding": {"type": "string"},
+    "compress": {"type": "string"},
+    "format": {"type": "string"},
+    "seq": {"type": "integer"},
+}
 
 
 @dataclass
@@ -39,6 +57,8 @@ class Parsed:
     items: list[pb.RequestData]
     expect: dict[str, Expect]
     raw_params: dict[str, Any]
+    # scalars directly under ``parameter`` that this service's section overrode: still checked
+    shadowed: dict[str, Any] = field(default_factory=dict)
 
 
 class NumberLiteral(float):
@@ -89,7 +109,9 @@ def scalar_text(v: Any) -> str:
     return dumps(v).decode()
 
 
-MAX_DEPTH = 255  # nesting levels a JSON value inside the envelope may have (orjson's encoder limit)
+# The one depth rule: a request body, WebSocket frame or /infer JSON body nests at most 255 levels
+# (orjson's encoder limit, so whatever is passed on to a wrapper can be written back as JSON text).
+MAX_DEPTH = 255
 
 
 class TooDeep(ValueError):
@@ -146,14 +168,41 @@ def loads(body: bytes | str) -> Any:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError as e:
         if "depth limit" in str(e):  # orjson >= 3.9 stops at 1,024 levels; older ones read any depth
-            raise ValueError(f"JSON nested more than 1024 levels deep ({e})") from None
+            raise TooDeep() from None
+        if "not valid UTF-8" in str(e):  # orjson says "surrogates not allowed: line 1 column 1" for any bad byte
+            raise ValueError(utf8_problem(body) or str(e)) from None
         raise
+    # fewer brackets than the limit cannot nest deeper (the common case: one C-speed count, no walk)
+    opened = body.count(b"[") + body.count(b"{") if isinstance(body, bytes) else body.count("[") + body.count("{")
+    if opened > MAX_DEPTH and depth(doc) > MAX_DEPTH:
+        raise TooDeep()
     if isinstance(doc, dict) and (_has_float(doc.get("parameter")) or _has_float(doc.get("header"))):
-        try:
-            doc = json.loads(body, parse_float=NumberLiteral)
-        except RecursionError:  # orjson reads any depth, Python's json ~1,000 levels
-            raise ValueError("JSON nested too deeply (about 1,000 levels or more)") from None
+        doc = json.loads(body, parse_float=NumberLiteral)  # within MAX_DEPTH: no RecursionError
     return doc
+
+
+def depth(v: Any) -> int:
+    """Nesting levels of a parsed JSON value (a scalar is 0, ``[]`` is 1): level by level, no
+    recursion (a 10k-object body takes ~3 ms)."""
+    deepest, level = 0, [v] if isinstance(v, (dict, list)) else []
+    while level:
+        deepest += 1
+        level = [y for x in level for y in (x.values() if isinstance(x, dict) else x) if isinstance(y, (dict, list))]
+    return deepest
+
+
+def utf8_problem(body: bytes | str) -> str:
+    """Where ``body`` stops being UTF-8, as a JSON parser would say it ("" when it is UTF-8)."""
+    if isinstance(body, str):
+        return ""
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = body.count(b"\n", 0, e.start) + 1
+        column = len(body[body.rfind(b"\n", 0, e.start) + 1:e.start].decode("utf-8", "replace")) + 1
+        return (f"invalid UTF-8 at line {line} column {column} (byte {e.start}, 0x{body[e.start:e.end].hex()}: "
+                f"{e.reason}); JSON text must be UTF-8")
+    return ""
 
 
 def load_json(body: bytes) -> dict[str, Any]:
@@ -201,6 +250,39 @@ def _json_text(path: str, v: Any) -> str:
         return dumps(v).decode("utf-8")
     except TooDeep as e:
         raise errors.BadRequest(f"{path}: {e}", errors.JSON_INVALID) from None
+
+
+def _shown(path: str, v: Any) -> str:
+    """A value as an error message quotes it: 'text', 2.5, true, null, a JSON object."""
+    if isinstance(v, (dict, list)):
+        return f"a JSON {json_type(v)}"
+    if v is None:
+        return "null"
+    return repr(v) if isinstance(v, str) else _text(path, v)
+
+
+def rule_problem(path: str, rule: dict[str, Any], v: Any) -> str | None:
+    """Why ``v`` breaks one of the rules above, or None."""
+    if rule["type"] == "string":
+        if not isinstance(v, str):
+            return f"{path}: must be a string, got a JSON {json_type(v)}"
+        if "maxLength" in rule and len(v) > rule["maxLength"]:
+            return f"{path}: must be at most {rule['maxLength']} characters long, got {len(v)}"
+        return None
+    # orjson reads an integer beyond 64 bits as a float: that one is an integer still; 2.0 is not
+    big = isinstance(v, float) and not isinstance(v, NumberLiteral) and v.is_integer() and abs(v) >= 2.0 ** 63
+    if isinstance(v, bool) or not (isinstance(v, int) or big):
+        return f"{path}: must be an integer, got {_shown(path, v)}"
+    if "enum" in rule and v not in rule["enum"]:
+        return f"{path}: must be one of {', '.join(str(e) for e in rule['enum'])}, got {v}"
+    return None
+
+
+def _check_header(header: dict[str, Any]) -> None:
+    problems = [m for k, rule in HEADER_RULES.items() if k in header
+                and (m := rule_problem(f"header.{k}", rule, header[k])) is not None]
+    if problems:
+        raise errors.BadRequest("; ".join(problems), errors.INVALID_PARAM)
 
 
 def _section(doc: dict[str, Any], name: str) -> dict[str, Any]:
@@ -255,15 +337,15 @@ def parse_payload_item(path: str, key: str, obj: Any) -> pb.RequestData:
         raise errors.BadRequest(f"{path}.{data_field}: expected a base64 string (or a JSON object/array), "
                                 f"got a JSON {json_type(value)}", errors.CONVERT_FAILED)
     status = obj.get("status", 3)
-    try:
-        status_i = int(status) if not isinstance(status, bool) else -1
-    except (TypeError, ValueError):
-        status_i = -1
-    if status_i not in (0, 1, 2, 3):
-        raise errors.BadRequest(f"{path}.status: expected 0 (first), 1 (continue), 2 (last) or 3 (once); "
-                                f"got {status!r}", errors.INVALID_PARAM)
+    if isinstance(status, bool) or not isinstance(status, int) or status not in STATUSES:
+        raise errors.BadRequest(f"{path}.status: expected the integer 0 (first), 1 (continue), 2 (last) or 3 (once); "
+                                f"got {_shown(path, status)}", errors.INVALID_PARAM)
+    problems = [m for k, rule in ITEM_RULES.items() if k in obj
+                and (m := rule_problem(f"{path}.{k}", rule, obj[k])) is not None]
+    if problems:
+        raise errors.BadRequest("; ".join(problems), errors.INVALID_PARAM)
     desc = {k: _text(f"{path}.{k}", v) for k, v in obj.items() if k != data_field and k != "status"}
-    return pb.RequestData(key=key, data=data, len=len(data), type=DATA_FIELDS[data_field], status=status_i,
+    return pb.RequestData(key=key, data=data, len=len(data), type=DATA_FIELDS[data_field], status=status,
                           desc=desc)
 
 
@@ -278,6 +360,7 @@ def parse(doc: dict[str, Any], services: Sequence[str], header_pass: tuple[str, 
     header_in = _section(doc, "header")
     parameter = _section(doc, "parameter")
     payload = _section(doc, "payload")
+    _check_header(header_in)
     header = {str(k): _text(f"header.{k}", v) for k, v in header_in.items()}
 
     params: dict[str, str] = {}
@@ -287,6 +370,7 @@ def parse(doc: dict[str, Any], services: Sequence[str], header_pass: tuple[str, 
         if not isinstance(v, (dict, list)):
             params[k] = scalar_text(v)
             raw[k] = v
+    top = dict(raw)
     for svc in reversed(list(dict.fromkeys(services))):
         section = parameter.get(svc)
         if section is None:
@@ -306,13 +390,14 @@ def parse(doc: dict[str, Any], services: Sequence[str], header_pass: tuple[str, 
     for h in header_pass:
         if h in header and h not in params:
             params[h] = header[h]
+    shadowed = {k: v for k, v in top.items() if raw.get(k, v) != v}
 
     items = [parse_payload_item(f"payload.{k}", k, v) for k, v in payload.items()]
     if require_payload and not items:
         raise errors.BadRequest("payload is empty: a request needs at least one input, e.g. "
                                 "\"payload\": {\"<input>\": {\"text\": \"<base64>\", \"status\": 3}}",
                                 errors.INVALID_DATA)
-    return Parsed(header=header, params=params, items=items, expect=expect, raw_params=raw)
+    return Parsed(header=header, params=params, items=items, expect=expect, raw_params=raw, shadowed=shadowed)
 
 
 def output_item(d: pb.ResponseData, exp: Expect | None, seq: str, text_raw: bool,

@@ -18,7 +18,7 @@ from aiges import errors
 from aiges.loader import auth
 from aiges.loader.metrics import Metrics
 from aiges.loader.once import execute_once, new_sid
-from aiges.loader.state import METRICS, SESSIONS, SETTINGS
+from aiges.loader.state import API_KEYS, METRICS, SESSIONS, SETTINGS
 from aiges.loader.stream import InputClosed, Session
 from aiges.wire.pb import aiges_api_pb2 as api
 from aiges.wire.pb import aiges_api_pb2_grpc as api_grpc
@@ -84,9 +84,11 @@ class AigesApi(api_grpc.AigesServicer):
         self._sessions: set[asyncio.Task[None]] = set()
 
     def _authorise(self, context: Any) -> None:
-        if self.settings.api_keys:
+        keys = self.app[API_KEYS].keys
+        if keys:
             md = dict(context.invocation_metadata() or ())
-            auth.verify(str(md.get("x-api-key", "")), self.settings.api_keys)
+            given, where = auth.given_key(lambda name: str(md.get(name, "")))
+            auth.verify(given, keys, where)
 
     async def Once(self, request: api.Envelope, context: Any) -> api.Envelope:
         started = time.perf_counter()

@@ -12,8 +12,10 @@ Exposed on ``GET /metrics`` (text format 0.0.4); ``deploy/prometheus.yml`` scrap
 | ``aiges_batch_size`` | histogram (1 … 128) | requests per batch handed to a worker |
 | ``aiges_workers`` / ``aiges_workers_ready`` | gauge | plugin workers configured / ready |
 | ``aiges_worker_restarts_total`` | counter | |
+| ``aiges_workers_unresponsive`` / ``aiges_worker_health_misses_total`` | gauge / counter | workers missing health checks now / checks missed |
 | ``aiges_sessions_active`` / ``aiges_sessions_total`` | gauge / counter | ``outcome`` |
 | ``aiges_stream_frames_total`` | counter | |
+| ``aiges_connections_open`` / ``aiges_connections_closed_total`` | gauge / counter | ``reason`` (header_timeout, body_timeout, evicted, refused) |
 | ``process_*`` | | the loader process (CPU, memory, open fds) |
 
 Requests and their latency are the per-request hot path (8k req/s aimed at), so they are not
@@ -117,16 +119,31 @@ class Metrics:
         self.worker_restarts = Counter("aiges_worker_restarts", "Plugin worker restarts", registry=r)
         self.workers_ready = Gauge("aiges_workers_ready", "Plugin workers ready to serve", registry=r)
         self.workers = Gauge("aiges_workers", "Plugin workers configured", registry=r)
+        self.workers_unresponsive = Gauge(
+            "aiges_workers_unresponsive", "Plugin workers up but missing their health checks (frozen?): they take no "
+            "new requests and are killed at the 3rd miss", registry=r)
+        self.worker_health_misses = Counter("aiges_worker_health_misses", "Health checks plugin workers missed",
+                                            registry=r)
+        self.connections = Gauge("aiges_connections_open", "Open HTTP/WebSocket client connections", registry=r)
+        self.connections_closed = Counter(
+            "aiges_connections_closed", "Client connections the loader closed to stay available: a request too slow "
+            "to arrive, or over [aiges] maxConnections", ["reason"], registry=r)
         ProcessCollector(registry=r)  # process_cpu_seconds_total, process_resident_memory_bytes, ...
         self._errors: dict[int, Any] = {}
 
     def bind_pool(self, inflight: Callable[[], float], capacity: Callable[[], float],
-                  ready: Callable[[], float], total: Callable[[], float] | None = None) -> None:
+                  ready: Callable[[], float], total: Callable[[], float] | None = None,
+                  unresponsive: Callable[[], float] | None = None) -> None:
         self.inflight.set_function(inflight)
+        if unresponsive is not None:
+            self.workers_unresponsive.set_function(unresponsive)
         self.queue_depth.set_function(lambda: max(0.0, inflight() - capacity()))
         self.workers_ready.set_function(ready)
         if total is not None:
             self.workers.set_function(total)
+
+    def bind_connections(self, open_: Callable[[], float]) -> None:
+        self.connections.set_function(open_)
 
     def observe(self, route: str, status: int, seconds: float, code: int = 0) -> None:
         """One answered request: its route kind, HTTP status, duration and aiges error code (0 = none)."""

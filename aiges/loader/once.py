@@ -15,13 +15,14 @@ JSON = "application/json"
 
 
 def new_sid() -> str:
-    return str(uuid.uuid4())
+    """A request's or session's id: 32 hex digits, the one shape on HTTP, WebSocket and gRPC."""
+    return uuid.uuid4().hex
 
 
 def request_deadline(request: web.Request, default: float) -> float:
     """``X-Aiges-Deadline: <seconds>`` shortens or extends one request's deadline."""
     value = request.headers.get("X-Aiges-Deadline")
-    if not value:
+    if value is None:
         return default
     try:
         seconds = float(value)
@@ -52,7 +53,8 @@ async def execute_once(app: web.Application, body: bytes, sid: str, deadline: fl
     doc = envelope.load_json(body)
     services: list[str] = app[SERVICES]
     parsed = envelope.parse(doc, services, settings.header_pass)
-    app[VALIDATOR].check(parsed.params, parsed.raw_params, parsed.items, expect=parsed.expect)
+    app[VALIDATOR].check(parsed.params, parsed.raw_params, parsed.items, expect=parsed.expect, once=True,
+                         shadowed=("parameter", parsed.shadowed))
     parsed.params["sid"] = sid
     resp = await app[POOL].once(pb.Request(tag=sid, params=parsed.params, list=parsed.items), deadline)
     if resp.ret:

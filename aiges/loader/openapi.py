@@ -22,8 +22,9 @@ import orjson
 from aiohttp import web
 
 from aiges import __version__, errors
+from aiges.loader.envelope import HEADER_RULES, ITEM_RULES, STATUSES
 from aiges.loader.routes import inference_routes
-from aiges.loader.state import SCHEMA, SETTINGS
+from aiges.loader.state import API_KEYS, SCHEMA, SETTINGS
 from aiges.loader.validate import ParamRule, param_problem, param_rules
 
 try:
@@ -53,9 +54,10 @@ window.onload = function () {{
 # status → (description, component name, example code, example message)
 ERRORS: dict[str, tuple[str, str, int, str]] = {
     "400": ("bad request: body not JSON (10000), bad base64 (10001), envelope shape (10009), "
-            "a field breaks the schema (10107)", "BadRequest", errors.INVALID_PARAM, ""),
+            "a field breaks the schema (10107), an expect object's data_type contradicts the declared output "
+            "(10106)", "BadRequest", errors.INVALID_PARAM, ""),
     "401": ("missing or wrong API key (only when API keys are configured)", "Unauthorized",
-            errors.UNAUTHORIZED, "missing API key: send it in the x-api-key header"),
+            errors.UNAUTHORIZED, "missing API key: send it in the x-api-key header (or Authorization: Bearer <key>)"),
     "404": ("unknown route", "NotFound", errors.NOT_FOUND, "no route /v1/nothing"),
     "413": ("request body larger than [aiges] maxBodyMB", "TooLarge", errors.BODY_TOO_LARGE,
             "request body is larger than the limit of 64 MB ([aiges] maxBodyMB)"),
@@ -160,6 +162,8 @@ def _param_schema(p: dict[str, Any]) -> dict[str, Any]:
             s[k] = p[k]
     if s["type"] in ("number", "integer", "boolean"):
         s["description"] = (s.get("description", "") + " (a JSON value or its string form, e.g. \"3\")").strip()
+    elif s["type"] == "string":
+        s["description"] = (s.get("description", "") + " (a JSON number or boolean is taken as its text)").strip()
     return s
 
 
@@ -171,25 +175,40 @@ def _expect_schema(a: dict[str, Any]) -> dict[str, Any]:
                 "encoding": {"type": "string", "example": a.get("encoding") or "utf8"},
                 "compress": {"type": "string", "example": a.get("compress") or "raw"},
                 "format": {"type": "string", "example": a.get("format") or "plain"},
-                "data_type": {"type": "string", "enum": list(DATA_FIELDS), "example": a.get("dataType", "text")}}}
+                "data_type": {"type": "string", "enum": [a.get("dataType", "text")], "example": a.get("dataType", "text"),
+                              "description": "the output's declared type (another one is refused)"}}}
+
+
+NEVER: dict[str, Any] = {"not": {}}  # a key that must not be there
 
 
 def _input_schema(i: dict[str, Any]) -> dict[str, Any]:
+    """One payload item, as ``envelope.parse_payload_item`` and ``ITEM_RULES`` take it."""
     kind = i.get("dataType", "text")
     props: dict[str, Any] = {
-        kind: {"type": "string", "format": "byte",
-               "description": f"base64 (standard, padded) of the {kind} data" + (", UTF-8 text included" if
-                                                                                 kind == "text" else "")},
-        "encoding": {"type": "string", **({"enum": i["encodings"]} if i.get("encodings") else {}),
-                     **({"default": i["encoding"]} if i.get("encoding") else {})},
-        "status": {"type": "integer", "enum": [0, 1, 2, 3], "default": 3,
+        kind: {"description": f"base64 (standard, padded) of the {kind} data" + (", UTF-8 text included" if
+                                                                                  kind == "text" else "") +
+               ", or a JSON object or array, passed on as its JSON text", "anyOf": [
+            {"type": "string", "format": "byte", "minLength": 1},
+            {"type": "object", "description": "a JSON value, passed on as its JSON text"},
+            {"type": "array", "description": "a JSON value, passed on as its JSON text"}]},
+        "status": {"type": "integer", "enum": list(STATUSES), "default": 3,
                    "description": "3 = once (HTTP POST); on a WebSocket 0 first, 1 continue, 2 last frame"},
-        "seq": {"type": "integer", "description": "frame number (optional)"},
     }
-    if kind == "text":
-        props["compress"] = {"type": "string", "default": i.get("compress") or "raw"}
-        props["format"] = {"type": "string", "default": i.get("format") or "plain"}
-    desc = f"input '{i['key']}' ({kind}); other attributes reach the wrapper in RequestData.desc"
+    for key, rule in ITEM_RULES.items():
+        props[key] = dict(rule)
+    if i.get("encodings"):
+        props["encoding"]["enum"] = list(i["encodings"])
+        props["encoding"]["description"] = "compared without case, - and _ (jpeg = jpg, pcm = raw, mp3 = lame)"
+    if i.get("encoding"):
+        props["encoding"]["default"] = i["encoding"]
+    props["compress"]["default"] = i.get("compress") or "raw"
+    props["format"]["default"] = i.get("format") or "plain"
+    props["seq"]["description"] = "frame number (optional)"
+    for other in DATA_FIELDS:  # exactly one data field: the declared kind
+        if other != kind:
+            props[other] = NEVER
+    desc = f"input '{i['key']}' ({kind}); other attributes reach the wrapper in RequestData.desc, as text"
     if i.get("description"):
         desc = f"{i['description']} — {desc}"
     return {"type": "object", "description": desc, "required": [kind], "properties": props}
@@ -211,17 +230,25 @@ def _components(schema: dict[str, Any], svc: str) -> dict[str, Any]:
         return {"Request": schema.get("schemainput") or {"type": "object"},
                 "Response": schema.get("schemaoutput") or {"type": "object"}, "Error": _error_schema()}
     params = fields.get("params") or []
+    accepts = fields.get("accepts") or []
     section: dict[str, Any] = {p["key"]: _param_schema(p) for p in params}
-    section.update({a["key"]: _expect_schema(a) for a in fields.get("accepts") or []})
+    section.update({a["key"]: _expect_schema(a) for a in accepts})
     required = [p["key"] for p in params if p.get("required")]
-    parameter: dict[str, Any] = {"type": "object", "description": f"this service's section is '{svc}'",
-                                 "properties": {svc: {"type": "object", "properties": section,
-                                                      **({"required": required} if required else {})}}}
+    own: dict[str, Any] = {"type": "object", "properties": section, **({"required": required} if required else {})}
+    if accepts:  # an object names an output (the expect object): only declared ones
+        own["additionalProperties"] = {"not": {"type": "object"},
+                                       "description": "other parameters, passed on as text"}
+    parameter: dict[str, Any] = {"type": "object", "description": f"this service's section is '{svc}'; a "
+                                                                  "declared parameter directly under 'parameter' "
+                                                                  "counts too (the section's value wins)",
+                                 "properties": {svc: own, **{p["key"]: _param_schema(p) for p in params}}}
     if required:
         parameter["required"] = [svc]
     inputs = fields.get("inputs") or []
-    payload: dict[str, Any] = {"type": "object", "description": "one item per input stream",
-                               "properties": {i["key"]: _input_schema(i) for i in inputs}}
+    payload: dict[str, Any] = {"type": "object", "description": "one item per input stream (at least one)",
+                               "properties": {i["key"]: _input_schema(i) for i in inputs}, "minProperties": 1}
+    if inputs:
+        payload["additionalProperties"] = False
     request: dict[str, Any] = {
         "type": "object", "required": ["payload"] + (["parameter"] if required else []),
         "properties": {
@@ -234,11 +261,10 @@ def _components(schema: dict[str, Any], svc: str) -> dict[str, Any]:
             "sid": {"type": "string"}, "status": {"type": "integer", "example": 3}}},
         "payload": {"type": "object", "properties": {a["key"]: _output_schema(a)
                                                      for a in fields.get("accepts") or []}}}}
-    header = {"type": "object", "description": "request metadata; values are passed as strings", "properties": {
-        "appid": {"type": "string", "maxLength": 50}, "uid": {"type": "string", "maxLength": 50},
-        "did": {"type": "string"},
-        "status": {"type": "integer", "enum": [0, 1, 2, 3], "description": "ignored: POST is once, a WebSocket "
-                                                                             "is a session"}}}
+    header_props: dict[str, Any] = {k: dict(rule) for k, rule in HEADER_RULES.items()}
+    header_props["status"]["description"] = "not acted on: POST is once, a WebSocket is a session"
+    header = {"type": "object", "description": "request metadata; other keys are passed on as text",
+              "properties": header_props}
     return {"RequestHeader": header, "Request": request, "Response": response, "Error": _error_schema()}
 
 
@@ -303,16 +329,22 @@ def _infer_operation(schema: dict[str, Any], svc: str) -> dict[str, Any]:
     fields = schema.get("fields") or {}
     inputs = fields.get("inputs") or []
     params = fields.get("params") or []
+    # what rest._read_items takes (the document and the server say the same thing)
     json_props: dict[str, Any] = {}
     form_props: dict[str, Any] = {}
     for i in inputs:
         kind = i.get("dataType", "text")
-        text = kind == "text"
-        json_props[i["key"]] = {"type": "string", "description": f"{kind} input: " +
-                                ("the text itself" if text else "base64 of the data")}
-        form_props[i["key"]] = {"type": "string", **({} if text else {"format": "binary"}),
-                                "description": f"{kind} input" + ("" if text else " (a file)")}
-    json_props["params"] = {"type": "object", "description": "parameters (or send them in the query string)",
+        if kind == "text":
+            json_props[i["key"]] = {"not": {"type": "string", "maxLength": 0}, "description": "text input: the text "
+                                    "itself (a string), or any other JSON value, passed on as its JSON text"}
+            form_props[i["key"]] = {"type": "string", "minLength": 1, "description": "text input"}
+        else:
+            json_props[i["key"]] = {"type": "string", "format": "byte", "minLength": 1,
+                                    "description": f"{kind} input: base64 of the data"}
+            form_props[i["key"]] = {"type": "string", "format": "binary", "minLength": 1,
+                                    "description": f"{kind} input (a file)"}
+    json_props["params"] = {"type": "object", "description": "parameters (or send them in the query string; "
+                                                             "both are checked, these win)",
                             "properties": {p["key"]: _param_schema(p) for p in params}}
     for p in params:
         form_props[p["key"]] = _param_schema(p)
@@ -325,20 +357,28 @@ def _infer_operation(schema: dict[str, Any], svc: str) -> dict[str, Any]:
     declared = {str(p["key"]): p.get("example") for p in params}
     if rules:
         example["params"] = {r.key: example_param(r, declared.get(r.key)) for r in rules}
+    keys = [i["key"] for i in inputs]
+    # at least one input
+    some_input: dict[str, Any] = {"required": keys[:1]} if len(keys) == 1 else \
+        {"anyOf": [{"required": [k]} for k in keys]}
+    split: dict[str, Any] = {"type": "object", "properties": json_props, **some_input}
+    has_text = any(i.get("dataType", "text") == "text" for i in inputs)
+    if has_text:  # any other JSON goes, as sent, to the first JSON (else text) input
+        json_schema: dict[str, Any] = {"anyOf": [split, {"description": "any other JSON value, passed on as sent"}]}
+    else:
+        json_schema = dict(split, additionalProperties=False)
+    form: dict[str, Any] = {"type": "object", "properties": form_props, **some_input, "additionalProperties": False}
     content: dict[str, Any] = {
-        "application/json": {"schema": {"type": "object", "properties": json_props},
+        "application/json": {"schema": json_schema,
                              "examples": {"test_values": {"summary": "the wrapper's declared test values",
                                                           "value": example}}},
-        "multipart/form-data": {"schema": {"type": "object", "properties": form_props}},
+        "multipart/form-data": {"schema": form},
+        # raw bytes feed the first binary input, else the first input
+        "application/octet-stream": {"schema": {"type": "string", "format": "binary", "minLength": 1}},
     }
     first = inputs[0] if inputs else {"key": "input", "dataType": "text"}
-    # a raw body feeds the first input of its kind (rest._pick): text/plain a text input,
-    # application/octet-stream a binary one; a wrapper with both kinds takes both
-    kinds = {"text" if i.get("dataType") == "text" else "binary" for i in inputs} or {"text"}
-    if "text" in kinds:
-        content["text/plain"] = {"schema": {"type": "string"}}
-    if "binary" in kinds:
-        content["application/octet-stream"] = {"schema": {"type": "string", "format": "binary"}}
+    if has_text:  # raw text feeds the first text input; without one it is refused (415)
+        content["text/plain"] = {"schema": {"type": "string", "minLength": 1}}
     error_body = {"result": False, "data": None, "error": {"code": errors.INVALID_PARAM,
                                                            "message": example_bad_request(schema, svc)},
                   "metadata": {"duration": 0.4, "content_type": "application/json", "sid": "0d9115af-..."}}
@@ -417,6 +457,13 @@ def build_openapi(schema: dict[str, Any], routes: list[str], api_keys: bool = Fa
     paths["/ready"] = {"get": dict(system, summary="readiness: 200 while every worker answers, else 503",
                                    operationId="ready",
                                    responses=dict(system["responses"], **{"503": {"description": "not ready"}}))}
+    paths["/metrics"] = {"get": {"tags": ["system"], "summary": "Prometheus metrics (text exposition format)",
+                                 "operationId": "metrics", "responses": {"200": {"description": "the metrics", "content": {
+                                     "text/plain": {"schema": {"type": "string"}}}}}}}
+    paths["/ping"] = {"get": {"tags": ["system"], "operationId": "ping",
+                              "summary": "WebSocket echo (upstream's): 'ping' is answered 'pong', anything else echoed",
+                              "responses": {"101": {"description": "switching to the WebSocket"},
+                                            "400": {"$ref": "#/components/responses/BadRequest"}}}}
     return {
         "openapi": "3.0.3",
         "info": {"title": f"Aiges Service doc for {svc}", "description": _description(schema, svc, routes),
@@ -425,7 +472,7 @@ def build_openapi(schema: dict[str, Any], routes: list[str], api_keys: bool = Fa
         "servers": [{"url": "/", "description": "this server"}],
         "tags": [{"name": svc, "description": "inference with upstream's envelope"},
                  {"name": "rest", "description": "inference with a plain body"},
-                 {"name": "system", "description": "health"}],
+                 {"name": "system", "description": "health, readiness, metrics, WebSocket ping"}],
         "paths": paths,
         "components": components,
     }
@@ -447,7 +494,7 @@ async def openapi_json(request: web.Request) -> web.Response:
         settings = app[SETTINGS]
         served = {r.canonical for r in app.router.resources()}  # a late schema's route may not be
         routes = [r for r in inference_routes(settings, app[SCHEMA]) if r in served]
-        doc = build_openapi(app[SCHEMA], routes, bool(settings.api_keys))
+        doc = build_openapi(app[SCHEMA], routes, bool(app[API_KEYS].keys))
         try:
             body = orjson.dumps(doc)
         except TypeError:  # an integer beyond 64 bits in a field's limits: the stdlib writes it

@@ -25,7 +25,7 @@ _INSTALLED = "_aiges_envelope"
 
 def _envelope_answer(original: web.StreamResponse, message: str | None) -> web.StreamResponse:
     status = original.status
-    sid = str(uuid.uuid4())
+    sid = uuid.uuid4().hex  # the shape of every sid (aiges.loader.once.new_sid)
     if status < 500:
         code = errors.BODY_TOO_LARGE if status == 413 else errors.INVALID_DATA
         text = f"the request is not valid HTTP: {(message or original.reason or '').strip()}"

@@ -32,7 +32,7 @@ from aiohttp.multipart import content_disposition_filename, parse_content_dispos
 
 from aiges import errors
 from aiges.loader import envelope
-from aiges.loader.envelope import TYPE_NAMES, TooDeep, dumps
+from aiges.loader.envelope import TYPE_NAMES, TooDeep, dumps, json_type
 from aiges.loader.once import new_sid, request_deadline, wrapper_failure
 from aiges.loader.state import POOL, SCHEMA, SETTINGS, VALIDATOR
 from aiges.wire.pb import aiges_inner_pb2 as pb
@@ -49,8 +49,14 @@ def _json_inputs(schema: dict[str, Any]) -> frozenset[str]:
                      if i.get("format") == "json" and int(i.get("type", 0)) == 0)
 
 
+def _described(inputs: list[tuple[str, int]]) -> str:
+    return ", ".join(f"{k} ({TYPE_NAMES.get(t, 'other')})" for k, t in inputs)
+
+
 def _pick(inputs: list[tuple[str, int]], kind: str, json_inputs: frozenset[str] = frozenset()) -> tuple[str, int]:
-    """The input a whole body feeds: of the kind the Content-Type says, else the first one."""
+    """The input a whole body feeds: text (and JSON) the first text input -- a JSON one first
+    for JSON --, bytes the first binary input, else the first input (bytes make fine text; text
+    is no image: without a text input a text body is refused, naming what the service takes)."""
     if kind == "json":
         for key, type_ in inputs:
             if key in json_inputs:
@@ -58,7 +64,15 @@ def _pick(inputs: list[tuple[str, int]], kind: str, json_inputs: frozenset[str] 
     for key, type_ in inputs:
         if (type_ == 0) == (kind != "bytes"):
             return key, type_
-    return inputs[0]
+    if kind == "bytes":
+        return inputs[0]
+    if kind == "json":
+        raise errors.BadRequest(f"this service has no text input to take this JSON as it is; send an object of its "
+                                f"inputs (and 'params'), e.g. {{\"{inputs[0][0]}\": \"<base64>\"}}; inputs: "
+                                f"{_described(inputs)}", errors.INVALID_PARAM)
+    raise errors.UnsupportedMediaType(
+        f"a text body needs a text input and this service has none; its inputs are {_described(inputs)}: send "
+        "application/octet-stream, multipart/form-data or a JSON object of inputs")
 
 
 def _filename(disposition: str | None) -> str | None:
@@ -80,22 +94,24 @@ def _json_text(path: str, v: Any) -> bytes:
         raise errors.BadRequest(f"{path}: {e}", errors.JSON_INVALID) from None
 
 
-def _from_json(doc: Any, body: bytes, inputs: list[tuple[str, int]], params: dict[str, str],
+def _from_json(doc: Any, body: bytes, inputs: list[tuple[str, int]], params: dict[str, Any],
                json_inputs: frozenset[str] = frozenset()) -> list[pb.RequestData]:
     declared = dict(inputs)
     desc = {"content_type": JSON}
     if isinstance(doc, dict) and doc and all(k in declared or k == "params" for k in doc):
-        extra = doc.get("params") or {}
+        extra = doc.get("params", {})
         if not isinstance(extra, dict):
             raise errors.BadRequest("'params' must be a JSON object of parameters", errors.INVALID_DATA)
-        params.update({str(k): v if isinstance(v, str) else _json_text(f"params.{k}", v).decode()
-                       for k, v in extra.items()})
+        params.update({str(k): v for k, v in extra.items()})  # JSON values: checked by type, made text later
         items = []
         for key, value in doc.items():
             if key == "params":
                 continue
             type_ = declared[key]
-            if isinstance(value, str) and type_ != 0:
+            if type_ != 0 and not isinstance(value, str):
+                raise errors.BadRequest(f"'{key}' is a {TYPE_NAMES.get(type_)} input: send it as a base64 string, "
+                                        f"got a JSON {json_type(value)}", errors.CONVERT_FAILED)
+            if type_ != 0:
                 try:
                     data = base64.b64decode(value, validate=True)
                 except (binascii.Error, ValueError):
@@ -112,9 +128,21 @@ def _from_json(doc: Any, body: bytes, inputs: list[tuple[str, int]], params: dic
 
 
 async def _read_items(request: web.Request, inputs: list[tuple[str, int]],
-                      params: dict[str, str], json_inputs: frozenset[str] = frozenset()) -> list[pb.RequestData]:
+                      params: dict[str, Any], json_inputs: frozenset[str] = frozenset(),
+                      accepted: frozenset[str] | None = None) -> list[pb.RequestData]:
+    """The body's input items; the params it carries go into ``params`` (JSON values as sent).
+    ``accepted``: the declared params, the only other form fields taken (None: any)."""
     if not inputs:
         raise errors.BadRequest("this wrapper declares no inputs (requestCls)", errors.INVALID_DATA)
+    items = await _body_items(request, inputs, params, json_inputs, accepted)
+    if not items:
+        raise errors.BadRequest(f"the body has no input; this service's inputs are {_described(inputs)} (in a JSON "
+                                f"body: {{\"{inputs[0][0]}\": ...}} beside \"params\")", errors.INVALID_PARAM)
+    return items
+
+
+async def _body_items(request: web.Request, inputs: list[tuple[str, int]], params: dict[str, Any],
+                      json_inputs: frozenset[str], accepted: frozenset[str] | None) -> list[pb.RequestData]:
     ctype = request.content_type
     if ctype == "multipart/form-data":
         declared = dict(inputs)
@@ -136,8 +164,17 @@ async def _read_items(request: web.Request, inputs: list[tuple[str, int]],
                     raise errors.BadRequest(f"form part '{name}' is a file ({part.filename!r}) but no input is "
                                             f"named '{name}'; this service's inputs are "
                                             f"{', '.join(k for k, _ in inputs)}", errors.INVALID_DATA)
-                elif name:
-                    params[name] = bytes(data).decode("utf-8", "replace")
+                elif accepted is None or name in accepted:
+                    value = bytes(data).decode("utf-8", "replace")
+                    if params.get(name, value) != value:
+                        raise errors.BadRequest(f"form field {name!r} is given twice with different values; send it "
+                                                "once", errors.INVALID_PARAM)
+                    params[name] = value
+                else:  # a typo'd field would otherwise pass unnoticed (the document lists every field)
+                    raise errors.BadRequest(
+                        f"form field {name!r} is neither an input nor a parameter of this service; inputs: "
+                        f"{', '.join(k for k, _ in inputs)}; parameters: {', '.join(sorted(accepted)) or 'none'}",
+                        errors.INVALID_PARAM)
         except ValueError as e:  # aiohttp: no boundary, no starting boundary, a body cut off mid-part
             raise errors.BadRequest(f"the multipart body is broken: {e}; send complete parts, each closed by "
                                     f"the boundary of the Content-Type header", errors.INVALID_DATA) from None
@@ -161,8 +198,8 @@ async def _read_items(request: web.Request, inputs: list[tuple[str, int]],
         if filename is not None:
             desc["filename"] = filename
         return [_item(key, type_, body, desc)]
-    raise errors.BadRequest(f"unsupported Content-Type {ctype}; use text/plain, application/json, "
-                            "application/octet-stream or multipart/form-data", errors.INVALID_DATA)
+    raise errors.UnsupportedMediaType(f"unsupported Content-Type {ctype}; use application/json, "
+                                      "application/octet-stream, multipart/form-data or (for a text input) text/plain")
 
 
 def _json_outputs(schema: dict[str, Any]) -> frozenset[str]:
@@ -197,15 +234,34 @@ def rest_error_body(err: errors.AigesError, sid: str, content_type: str, started
                                       "content_type": content_type, "sid": sid}})
 
 
+def _query(request: web.Request) -> dict[str, str]:
+    """The query string's params; one given twice with different values is refused (which one counts?)."""
+    out: dict[str, str] = {}
+    for key in request.query:
+        values = request.query.getall(key)
+        if len(set(values)) > 1:
+            raise errors.BadRequest(f"query.{key}: given {len(values)} times with different values "
+                                    f"({', '.join(repr(v) for v in values[:3])}); send it once", errors.INVALID_PARAM)
+        out[key] = values[0]
+    return out
+
+
 async def handle_infer(request: web.Request) -> web.Response:
     started = request["started"] = time.perf_counter()
     app = request.app
     settings = app[SETTINGS]
     sid = request["sid"] = new_sid()
     deadline = request_deadline(request, settings.deadline)
-    params: dict[str, str] = dict(request.query)
-    items = await _read_items(request, _inputs(app[SCHEMA]), params, _json_inputs(app[SCHEMA]))
-    app[VALIDATOR].check(params, dict(params), items)
+    query = _query(request)
+    given: dict[str, Any] = {}  # the body's params (JSON values as sent, form fields as text): they win
+    schema = app[SCHEMA]
+    fields = schema.get("fields")
+    accepted = frozenset(str(p["key"]) for p in fields.get("params") or []) if fields else None
+    items = await _read_items(request, _inputs(schema), given, _json_inputs(schema), accepted)
+    raw: dict[str, Any] = {**query, **given}
+    params = {k: v if isinstance(v, str) else _json_text(f"params.{k}", v).decode() for k, v in raw.items()}
+    app[VALIDATOR].check(params, raw, items, once=True, where="params",
+                         shadowed=("query", {k: v for k, v in query.items() if k in given and given[k] != v}))
     params["sid"] = sid
     resp = await app[POOL].once(pb.Request(tag=sid, params=params, list=items), deadline)
     if resp.ret:

@@ -7,6 +7,7 @@ from typing import Any
 from aiohttp import web
 
 from aiges.config import Settings
+from aiges.loader.auth import ApiKeys
 from aiges.loader.metrics import Metrics
 from aiges.loader.validate import Validator
 from aiges.loader.workers import WorkerPool
@@ -29,3 +30,8 @@ DRAINING: web.AppKey[asyncio.Event] = web.AppKey("draining", asyncio.Event)
 def service_label(app: web.Application) -> str:
     services = app[SERVICES]
     return str(services[0]) if services else app[SETTINGS].svc_name
+# set at SIGTERM when [aiges] drainDelay > 0: /ready says 503 so balancers take the instance out,
+# while requests are served as usual (answers close their connection); DRAINING follows the delay
+LEAVING: web.AppKey[asyncio.Event] = web.AppKey("leaving", asyncio.Event)
+# the API keys in force (SIGHUP reloads [auth] apiKeysFile)
+API_KEYS = web.AppKey("api_keys", ApiKeys)

@@ -135,6 +135,12 @@ def _is_float(text: str) -> bool:
     return True
 
 
+def _shown(value: Any) -> str:
+    if isinstance(value, (dict, list)) or value is None:
+        return f"a JSON {json_type(value)}"
+    return repr(text_of(value))
+
+
 def param_problem(r: ParamRule, path: str, value: Any) -> str | None:
     """Why ``value`` (a JSON value or its string form) breaks rule ``r``, or None when it is valid."""
     if isinstance(value, (dict, list)):
@@ -197,17 +203,30 @@ class Validator:
                         for a in fields.get("accepts") or []}
 
     def check(self, params: dict[str, str], raw: dict[str, Any], items: list[pb.RequestData],
-              later_frame: bool = False, expect: Mapping[str, Any] | None = None) -> None:
+              later_frame: bool = False, expect: Mapping[str, Any] | None = None, *, once: bool = False,
+              where: str = "", shadowed: tuple[str, Mapping[str, Any]] | None = None) -> None:
         """Raise BadRequest (400, code 10107) listing every broken rule; then rewrite the integer
-        params in ``params`` (the dict the wrapper gets) to canonical decimal text.
+        params in ``params`` (the dict the wrapper gets) to canonical decimal text.  When every
+        problem is an expect object whose ``data_type`` contradicts the declared output, the code is
+        upstream's for that, 10106 (upstream finds it only after the wrapper ran; still a 400 here).
 
         ``later_frame``: a WebSocket frame after the first; its session already has the required
         params, so only the values it does carry are checked.  ``expect``: the envelope's expect
-        objects (``Parsed.expect``), checked against the declared outputs and params.
+        objects (``Parsed.expect``), checked against the declared outputs and params.  ``once``: a
+        once request (HTTP, gRPC): every input's data must be there, whatever its status says.
+        ``where``: how messages name a param (default ``parameter.<svc>``; ``/infer``: ``params``).
+        ``shadowed``: (where, values) given in a second place that ``params`` took from elsewhere
+        (``parameter.<key>`` under ``parameter.<svc>.<key>``; ``/infer``'s query string under its
+        body): checked too, so a broken value is never silently dropped.
         """
-        problems = self.problems(params, raw, items, later_frame, expect)
+        problems = self.problems(params, raw, items, later_frame, expect, once=once, where=where)
+        if shadowed is not None:
+            place, values = shadowed
+            problems += [m for r in self.params if r.key in values
+                         and (m := param_problem(r, f"{place}.{r.key}", values[r.key])) is not None]
         if problems:
-            raise errors.BadRequest("; ".join(problems), errors.INVALID_PARAM)
+            code = errors.OUTPUT_INVALID if set(problems) <= set(self.type_mismatches(expect)) else errors.INVALID_PARAM
+            raise errors.BadRequest("; ".join(problems), code)
         self.normalise(params, raw)
 
     def normalise(self, params: dict[str, str], raw: Mapping[str, Any]) -> None:
@@ -219,11 +238,13 @@ class Validator:
                     params[r.key] = text
 
     def problems(self, params: dict[str, str], raw: dict[str, Any], items: Iterable[Any],
-                 later_frame: bool = False, expect: Mapping[str, Any] | None = None) -> list[str]:
+                 later_frame: bool = False, expect: Mapping[str, Any] | None = None, *, once: bool = False,
+                 where: str = "") -> list[str]:
         expect = expect or {}
         out = []
+        where = where or f"parameter.{self.svc}"
         for r in self.params:
-            path = f"parameter.{self.svc}.{r.key}"
+            path = f"{where}.{r.key}"
             if r.key not in params:
                 if r.key in expect and r.key not in self.outputs:
                     # the envelope took the object for an expect object; it is a broken param
@@ -235,6 +256,11 @@ class Validator:
             if m:
                 out.append(m)
         declared_params = {r.key for r in self.params}
+        for key in self.outputs:  # an output's key holds its expect object, nothing else
+            if key in raw and key not in declared_params:
+                out.append(f"{where}.{key}: names output '{key}', so it takes an expect object like "
+                           f"{{\"data_type\": \"{TYPE_NAMES.get(self.outputs[key].type, 'other')}\"}}, got "
+                           f"{_shown(raw[key])}")
         for key, exp in expect.items():
             if key not in declared_params or key in self.outputs:
                 m = self.expect_problem(key, getattr(exp, "type", None))
@@ -242,13 +268,18 @@ class Validator:
                     out.append(m)
         for d in items:
             m = self.item_problem(d.key, d.type, dict(d.desc))
-            if m is None and d.status == 3 and not d.data and d.key in self.inputs:
+            if m is None and (once or d.status == 3) and not d.data and d.key in self.inputs:
                 field = TYPE_NAMES.get(d.type, "other")
                 m = (f"payload.{d.key}.{field}: is empty; a once request needs the input's data "
                      f"(base64 of the {field})")
             if m:
                 out.append(m)
         return out
+
+    def type_mismatches(self, expect: Mapping[str, Any] | None) -> list[str]:
+        """The expect objects of declared outputs that ask for another data_type."""
+        return [m for key, exp in (expect or {}).items()
+                if key in self.outputs and (m := self.expect_problem(key, getattr(exp, "type", None)))]
 
     def expect_problem(self, key: str, data_type: int | None) -> str | None:
         """An expect object (``parameter.<svc>.<key>``) against the declared outputs."""

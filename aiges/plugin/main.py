@@ -9,6 +9,7 @@ or the parent's death drains, runs ``wrapperFini`` and takes the wrapper's child
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import importlib
 import logging
 import os
@@ -24,7 +25,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from aiges.plugin import lifeline
-from aiges.plugin.hosts.python import WrapperHost
+from aiges.plugin.hosts.choose import MODES, plugin_host
 from aiges.plugin.lane import Lane
 from aiges.plugin.service import ControllerServicer, WrapperServicer
 from aiges.plugin.sessions import READ_POLL_IDLE
@@ -90,7 +91,7 @@ async def serve(env: dict[str, str]) -> int:
                                       ("grpc.max_receive_message_length", 256 * 1024 * 1024),
                                       ("grpc.max_send_message_length", 256 * 1024 * 1024)])
     health_servicer = health.aio.HealthServicer()
-    host = WrapperHost(env.get("AIGES_WRAPPER_MODULE", "wrapper"), env.get("AIGES_WRAPPER_DIR") or None)
+    host = plugin_host(env)
     servicer = WrapperServicer(host, executor, health_servicer)
     servicer.sessions.poll_idle = max(READ_POLL_IDLE, float(env.get("AIGES_SESSION_TIMEOUT") or 0) + 60)
     stop = asyncio.Event()
@@ -189,10 +190,14 @@ def main() -> int:
         sys.stderr.write("This is an aiges plugin: it is started by a loader (`aiges -m 0`), not by hand.\n"
                          f"(set {MAGIC_COOKIE_KEY}={MAGIC_COOKIE_VALUE} to run it under your own host)\n")
         return 1
-    mode = env.get("AIGES_PLUGIN_MODE", "python")
-    if mode not in ("python", ""):
-        sys.stderr.write(f"AIGES_PLUGIN_MODE={mode!r} is not supported; only 'python'\n")
+    mode = env.get("AIGES_PLUGIN_MODE", "")
+    if mode.strip().lower() not in MODES:
+        sys.stderr.write(f"AIGES_PLUGIN_MODE={mode!r} is not supported: 'python' (a wrapper.py) or 'c' "
+                         "(a libwrapper.so), or unset to choose by what is there\n")
         return 1
+    # a crash in native code (a C engine, a wrapper's extension module) leaves a trace in the log
+    # that names the Python frame making the call (for a C engine: the wrapper* symbol)
+    faulthandler.enable(file=sys.stderr, all_threads=True)
     # under our loader (it sets AIGES_PLUGIN_SOCKET) each stderr line is re-logged with its level
     # and a timestamp of the loader's; under another host the line stands on its own
     fmt = "%(levelname)s %(name)s: %(message)s" if env.get("AIGES_PLUGIN_SOCKET") else \
@@ -207,7 +212,11 @@ def main() -> int:
         run = uvloop.run
     except ImportError:
         pass
-    rc = run(serve(env))
+    try:
+        rc = run(serve(env))
+    except BaseException:  # noqa: BLE001 - still leave by os._exit below (see hosts/c/exits.py)
+        logger.exception("plugin failed")
+        rc = 1
     # A wrapper call still running after the grace period (a hung model) must not keep the
     # process alive: Python's exit would join the pool's threads and wait for it, forever for a
     # hung call -- upstream's orphaned plugins.  wrapperFini has run; leave now.

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from aiges import config
+from aiges.config import Settings
 from aiges.sdk import TYPE_NAMES, WrapperBase, callback, output_problems
 from aiges.wire.pb import aiges_inner_pb2 as pb
 
@@ -57,6 +58,7 @@ class Target:
     module: str
     config: dict[str, str] | None  # the [wrapper] section of aiges.toml, None without a config file
     config_path: str | None
+    settings: Settings | None = None  # the whole aiges.toml (a C engine's [aiges] keys)
 
 
 class CheckError(Exception):
@@ -79,12 +81,16 @@ def locate(directory: str) -> Target:
         wrapper_dir = settings.wrapper_dir or directory
         module = settings.wrapper_module
         if os.path.isfile(os.path.join(wrapper_dir, module + ".py")):
-            return Target(wrapper_dir, module, dict(settings.wrapper_config), cfg_path)
+            return Target(wrapper_dir, module, dict(settings.wrapper_config), cfg_path, settings)
         if not settings.wrapper_dir and os.path.isfile(os.path.join(directory, "wrapper", module + ".py")):
             # the loader would not find it either: say how to fix the config rather than check another layout
             raise CheckError(f"{cfg_path} has no [aiges] wrapperDir, so `aiges -m 0` looks for {module}.py on "
                              f"PYTHONPATH and in the working directory, not in wrapper/; add "
                              f"wrapperDir = \"wrapper\" to its [aiges] section")
+        if settings.wrapper_lib or os.path.isfile(os.path.join(wrapper_dir, "libwrapper.so")):
+            raise CheckError(f"no {module}.py in {wrapper_dir} (from {cfg_path}): a C engine is checked with the "
+                             f"test values a wrapper.py declares next to it (its fields and library = "
+                             f"\"libwrapper.so\"; `aiges create --lang c` writes one)")
         raise CheckError(f"no {module}.py in {wrapper_dir} (from {cfg_path}); set [aiges] wrapperDir to its directory")
     for d in (directory, os.path.join(directory, "wrapper")):
         if os.path.isfile(os.path.join(d, "wrapper.py")):
@@ -163,27 +169,31 @@ class RaisedIn:
                 raise
         return call
 
-    def where(self) -> str:
-        """`` (in wrapper.py:42, analyse: img.load())`` for the last exception, then forget it."""
+    def located(self, message: str) -> str:
+        """``message`` with the user's own line of the last exception, then forget it:
+        ``... raised KeyError: 'x' (in wrapper.py:42, analyse: img.load())``.  The plugin's short
+        ``(wrapper.py:42)`` is dropped when it names that same line (a library's line stays)."""
         e, self.last = self.last, None
         if e is None:
-            return ""
+            return message
         own = [f for f in traceback.extract_tb(e.__traceback__)
                if os.path.abspath(f.filename).startswith(self.project_dir + os.sep)
                and "site-packages" not in f.filename and os.path.abspath(f.filename) != os.path.abspath(__file__)]
         if not own:
-            return ""
+            return message
         f = own[-1]
         code = f": {f.line.strip()}" if f.line else ""
-        return f" (in {os.path.relpath(f.filename, self.project_dir)}:{f.lineno}, {f.name}{code})"
+        short = f" ({os.path.basename(f.filename)}:{f.lineno})"
+        if message.endswith(short):
+            message = message[:-len(short)]
+        return f"{message} (in {os.path.relpath(f.filename, self.project_dir)}:{f.lineno}, {f.name}{code})"
 
 
 class Checker:
     def __init__(self, target: Target, session_wait: float = SESSION_WAIT) -> None:
-        from aiges.plugin.hosts.python import WrapperHost
         self.target = target
         self.session_wait = session_wait
-        self.host = WrapperHost(target.module, target.wrapper_dir)
+        self.host = _host(target)
         self.steps: list[Step] = []
         self.cls: Any = None
         self.schema: dict[str, Any] = {}
@@ -213,6 +223,10 @@ class Checker:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             ret = self.host.load()
+        if ret.ret and self.c_engine and ("C library" in ret.msg or "does not export" in ret.msg):
+            step.fail(ret.msg, "build the library (`make`), or point [aiges] wrapperLib / the declaration's "
+                               "library = \"...\" at it")
+            return False
         if ret.ret:
             step.fail(ret.msg, f"run `python {os.path.join(self.target.wrapper_dir, self.target.module)}.py` "
                                f"to see the full traceback")
@@ -358,8 +372,8 @@ class Checker:
             return False
         step.title += f" -> {ret.ret} ({_ms(took)})"
         if ret.ret:
-            step.fail(ret.msg + self.raised.where(), "return 0 from wrapperInit once the model is loaded; "
-                                                     "wrapperError(code) explains a non-zero code")
+            step.fail(self.raised.located(ret.msg), "return 0 from wrapperInit once the model is loaded; "
+                                                    "wrapperError(code) explains a non-zero code")
         return not ret.ret
 
     def _params(self) -> dict[str, str]:
@@ -380,7 +394,10 @@ class Checker:
         return out
 
     def once(self) -> None:
-        step = self.add("wrapperOnceExec(test values)")
+        name = "wrapperOnceExec"
+        if self.c_engine:
+            name = "wrapperExecAsync" if getattr(self.host, "async_mode", False) else "wrapperExec"
+        step = self.add(f"{name}(test values)")
         req = pb.Request(tag="aiges-check-once", params=self._params(), list=self._items())
         try:
             resp, took = _timed(lambda: self.host.once(req, None))
@@ -388,14 +405,22 @@ class Checker:
             step.fail(f"wrapperOnceExec {e}", "make sure wrapperOnceExec returns a Response for the test values")
             return
         if resp.ret:
-            step.fail(f"error {resp.ret}: {resp.msg}{self.raised.where()}",
+            step.fail(self.raised.located(f"error {resp.ret}: {resp.msg}"),
                       "fix the wrapper so the declared test values succeed (the message above says where)")
             return
         step.title += f" -> {'; '.join(_preview(d) for d in resp.list)} ({_ms(took)})"
         for problem, fix in output_problems(self.cls.fields()["accepts"], list(resp.list), (3, 2)):
             step.fail(problem, fix)
 
+    @property
+    def c_engine(self) -> bool:
+        from aiges.plugin.hosts.c import CHost
+        return isinstance(self.host, CHost)
+
     def has_session(self) -> bool:
+        from aiges.plugin.hosts.c import CHost
+        if isinstance(self.host, CHost):
+            return self.host.has_sessions
         return getattr(self.cls, "wrapperCreate", None) is not WrapperBase.wrapperCreate
 
     def session(self) -> None:
@@ -417,7 +442,7 @@ class Checker:
             step.fail(f"wrapperCreate {e}", "return a SessionCreateResponse with a handle right away")
             return
         if handle.err_code:
-            step.fail(f"wrapperCreate failed with {handle.err_code}: {handle.msg}{self.raised.where()}",
+            step.fail(self.raised.located(f"wrapperCreate failed with {handle.err_code}: {handle.msg}"),
                       "return a SessionCreateResponse whose handle is a non-empty string and error_code 0")
             return
         for n, status in enumerate((0, 2)):
@@ -429,8 +454,8 @@ class Checker:
                 step.fail(f"wrapperWrite {e}", "return from wrapperWrite and push results with callback()")
                 return
             if ret.ret:
-                step.fail(f"wrapperWrite (frame {n + 1}, status {status}) returned {ret.ret}: {ret.msg}"
-                          f"{self.raised.where()}",
+                step.fail(self.raised.located(f"wrapperWrite (frame {n + 1}, status {status}) returned {ret.ret}: "
+                                              f"{ret.msg}"),
                           "return 0 from wrapperWrite")
                 return
         got: list[pb.Response] = []
@@ -450,7 +475,7 @@ class Checker:
             got.append(to_response(user_resp, tag, "callback", self.host.error_text))
         for r in got:
             if r.ret:
-                step.fail(f"a session result carries error {r.ret}: {r.msg}{self.raised.where()}",
+                step.fail(self.raised.located(f"a session result carries error {r.ret}: {r.msg}"),
                           "fix the error the message names")
             for problem, fix in output_problems(self.cls.fields()["accepts"], list(r.list), (0, 1, 2)):
                 step.fail(problem, fix)
@@ -472,6 +497,23 @@ class Checker:
         ret = self.host.fini()
         if ret.ret:
             step.fail(f"wrapperFini returned {ret.ret}: {ret.msg}", "return 0 from wrapperFini")
+
+
+def _host(target: Target) -> Any:
+    """The plugin's own host for this project: a C engine when its wrapper.py names a library
+    (or the config says C), else the Python host."""
+    from aiges.plugin.hosts.c import CHost
+    from aiges.plugin.hosts.choose import declared_library
+    from aiges.plugin.hosts.python import WrapperHost
+    s = target.settings
+    declared = declared_library(os.path.join(target.wrapper_dir, target.module + ".py"))
+    c_config = s is not None and (s.plugin_mode == "c" or (bool(s.wrapper_lib) and s.plugin_mode != "python"))
+    if declared is None and not c_config:
+        return WrapperHost(target.module, target.wrapper_dir)
+    if s is None:
+        return CHost(None, target.wrapper_dir, target.module)
+    return CHost(s.wrapper_lib, target.wrapper_dir, target.module, async_mode=s.async_mode,
+                 real_time=s.real_time_rlt, thread_safe=s.wrapper_thread_safe)
 
 
 def report(target: Target, steps: list[Step], out: TextIO) -> int:

@@ -19,9 +19,11 @@ aiges {version}: serve a wrapper.py as an AIGES-compatible service
 usage:
   aiges -init                               write a default ./aiges.toml
   aiges -m 0 [-c aiges.toml] [-s svcName]   run the service locally (HTTP on [wrapper] http_listen)
+        [--wrapper-dir DIR]                 serve DIR/wrapper.py (wins over AIGES_WRAPPER_DIR, [aiges] wrapperDir)
   aiges -mnist [--force]                    write a digit-recognition demo into ./aiges_demo/mnist
   aiges -v | --version                      print the version
   aiges create -n NAME [-p PATH] [--force]  scaffold a wrapper project
+  aiges create --lang c -n NAME             scaffold a C engine (libwrapper.so, upstream's C interface)
   aiges pack [-l DIR] [-o FILE]             pack a project into a .tar.gz
   aiges check [DIR]                         run a wrapper's declared test values and validate it
 """
@@ -51,6 +53,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-m", dest="mode", type=int, default=-1, help="config mode: 0 = local file")
     p.add_argument("-c", dest="config", default="", help="config file (default aiges.toml)")
     p.add_argument("-s", dest="service", default="", help="service name = config section (default svcName)")
+    p.add_argument("--wrapper-dir", "-wrapperDir", "-wrapper-dir", dest="wrapper_dir", default=None,
+                   help="directory of wrapper.py (relative to the working directory)")
     for flag in ("-p", "-g", "-u", "-dc"):  # config-centre flags: accepted, meaningless locally
         p.add_argument(flag, default="", help=argparse.SUPPRESS)
     p.add_argument("-v", "--version", action="store_true", help="print the version")
@@ -78,11 +82,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.mnist:
         from aiges.tools import commands
         return commands.main(["mnist"] + (["--force"] if args.force else []))
-    plugin_mode = os.environ.get("AIGES_PLUGIN_MODE", "python")
-    if plugin_mode not in ("python", ""):
-        sys.stderr.write(f"AIGES_PLUGIN_MODE={plugin_mode!r} is not supported: aiges runs Python wrappers only "
-                         "(AIGES_PLUGIN_MODE=python); the Cgo mode 'c' has no equivalent\n")
-        return 2
     if args.mode != 0:
         sys.stderr.write("only local mode -m 0 is supported" + (" (missing -m 0)" if args.mode == -1 else "") + "\n")
         return 2
@@ -97,7 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(f"{config_path} did not exist: wrote the default configuration\n")
     from aiges import config
     try:
-        settings = config.load(config_path, args.service or "svcName")
+        settings = config.load(config_path, args.service or "svcName", wrapper_dir=args.wrapper_dir)
     except config.ConfigError as e:
         sys.stderr.write(f"aiges: config error: {e}\n")
         return 2

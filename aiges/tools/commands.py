@@ -27,6 +27,8 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("-n", "--name", default="wrapperDemo", help="project and service name (default wrapperDemo)")
     c.add_argument("-p", "--path", default=".", help="parent directory (default .)")
     c.add_argument("--force", action="store_true", help="overwrite the template files of an existing project")
+    c.add_argument("--lang", choices=("python", "c"), default="python",
+                   help="python: a wrapper.py; c: a C engine (libwrapper.so to upstream's C interface, built with make)")
     c.set_defaults(run=create)
     k = sub.add_parser("pack", help="pack a project into a .tar.gz, directory structure kept")
     k.add_argument("-l", "--location", default=".", help="project directory (default .)")

@@ -30,7 +30,7 @@ except ImportError:  # pragma: no cover - Python 3.10
 # the source checkout (when running from one): aiges/tools/scaffold.py -> the repository root
 CHECKOUT = Path(__file__).resolve().parent.parent.parent
 NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
-TEXT_SUFFIXES = {".py", ".md", ".txt", ".toml", ""}  # "" = Dockerfile, .dockerignore
+TEXT_SUFFIXES = {".py", ".md", ".txt", ".toml", ".c", ".h", ""}  # "" = Dockerfile, Makefile, .dockerignore
 
 GENERATED = {"model.npz", "model.json"}  # the mnist demo's training output: made by train.py, never copied
 MNIST_DIR = os.path.join("aiges_demo", "mnist")
@@ -115,14 +115,26 @@ def create(args: argparse.Namespace) -> int:
         return refused
     values = {"name": name, "version": __version__, "path": str(dest.resolve()),
               "date": datetime.date.today().isoformat(), "engine": shlex.quote(engine_source())}
-    written = _copy_tree(_source("aiges.wrapper_template", "wrapper_template"), dest, values)
-    (dest / "aiges.toml").write_text(_aiges_toml("wrapper"), encoding="utf-8")
+    if getattr(args, "lang", "python") == "c":
+        from aiges.tools.config_cmd import _set_line
+        written = _copy_tree(_source("aiges.c_template", "c_template"), dest, values)
+        toml = _aiges_toml(".")
+        commented = re.compile(r"^# (wrapperLib = )\S+( +#)", re.M)  # the default file's commented key
+        toml = commented.sub(r'\1"libwrapper.so"\2', toml, 1) if commented.search(toml) else \
+            _set_line(toml, "aiges", "wrapperLib", '"libwrapper.so"')
+        toml = _set_line(toml, "aiges", "asyncMode", "false")
+        next_steps = ("  make             # builds libwrapper.so from wrapper.c\n"
+                      "  aiges check      # runs the engine with the test values of wrapper.py\n")
+    else:
+        written = _copy_tree(_source("aiges.wrapper_template", "wrapper_template"), dest, values)
+        toml = _aiges_toml("wrapper")
+        next_steps = "  aiges check      # runs the wrapper with its test values\n"
+    (dest / "aiges.toml").write_text(toml, encoding="utf-8")
     written.append("aiges.toml")
     for rel in sorted(written):
         print(f"wrote {dest / rel}")
     print(f"\nproject {name!r} created in {dest}. Next:\n"
-          f"  cd {dest}\n"
-          f"  aiges check      # runs the wrapper with its test values\n"
+          f"  cd {dest}\n{next_steps}"
           f"  aiges -m 0       # serves on :1888; Swagger UI at http://127.0.0.1:1888/\n")
     return 0
 

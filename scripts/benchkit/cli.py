@@ -256,7 +256,9 @@ def run_once(p: Plan, procs: Procs, tmp: Path, results: dict[str, Any]) -> list[
         what = "one JSON record (base64 in the envelope) -> the wrapper's CatBoost predict -> its JSON answer"
     else:
         what = f"base64 text -> {job.wrapper.name} wrapper -> text echoed"
-    ours.does = (f"aiges loader (aiohttp) + {workers} plugin process(es) over gRPC, POST /v1/svcName upstream "
+    lane = str(p.overrides.get("aiges", {}).get("lane", "true")).lower() not in ("false", "0")
+    link = "on the lane (one unix socket per worker)" if lane else "over gRPC (one call per request)"
+    ours.does = (f"aiges loader (aiohttp) + {workers} plugin process(es) {link}, POST /v1/svcName upstream "
                  f"envelope, {what}, JSON envelope answer; access log and metrics on (defaults)")
     if job.name == "echo" and job.wrapper == DEFAULT_ONCE_WRAPPER:
         with HttpClient(ours.url) as c:  # the answer is right before we count answers

@@ -21,13 +21,13 @@ import threading
 
 from aiges.core.types import DataContinue, DataEnd, DataText, Once
 from aiges.dto import Response, ResponseData, SessionCreateResponse
+from aiges.errors import INVALID_DATA, INVALID_PARAM  # "the request is wrong": answered 400 with your message
 from aiges.sdk import WrapperBase, ImageBodyField, StringBodyField, IntegerParamField
 from aiges.utils.log import log
 from PIL import Image, ImageStat
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ERR_NO_IMAGE = 100  # your own error codes: the client gets them with the text of wrapperError
-ERR_BAD_IMAGE = 101
+ERR_NO_SESSION = 100  # your own error codes: the client gets them (HTTP 500) with the text of wrapperError
 
 
 class UserRequest(object):
@@ -82,12 +82,12 @@ class Wrapper(WrapperBase):
     def wrapperOnceExec(self, params, reqData, usrTag="", persId=0):
         node = reqData.get("image")
         if node is None:
-            return Response().response_err(ERR_NO_IMAGE)
+            return Response().response_err(INVALID_DATA, "payload.image is missing: send the image there")
         try:
             result = analyse(node.data, int(params.get("colors", "3")))
-        except OSError as e:  # PIL cannot read it
-            log.warning("cannot read the image: %s", e)
-            return Response().response_err(ERR_BAD_IMAGE)
+        except OSError:  # PIL cannot read it: a bad input, so a 400 that says what is wrong
+            return Response().response_err(INVALID_PARAM, "payload.image: not an image PIL can read; "
+                                                          "send PNG, JPEG or BMP data, base64-encoded")
         return text_result("result", result, Once)
 
     # ---- dynamic batching (optional).  Uncomment to receive requests that arrive together as one
@@ -102,8 +102,7 @@ class Wrapper(WrapperBase):
     #     return [self.wrapperOnceExec(params, reqData) for params, reqData in requests]
 
     def wrapperError(self, ret):
-        return {ERR_NO_IMAGE: "payload 'image' is missing",
-                ERR_BAD_IMAGE: "payload 'image' is not an image PIL can read"}.get(ret, "")
+        return {ERR_NO_SESSION: "no such session: it has ended, or was never created"}.get(ret, "")
 
     def wrapperFini(self):
         return 0
@@ -120,7 +119,7 @@ class Wrapper(WrapperBase):
         from aiges.callback import callback  # pushes a result to the client as soon as it exists
         sess = self.sessions.get(handle)
         if sess is None:
-            return ERR_NO_IMAGE
+            return ERR_NO_SESSION
         for node in req.list:
             last = node.status in (DataEnd, Once)
             if not node.data:  # a frame may carry no data, e.g. an empty last frame that only ends the session

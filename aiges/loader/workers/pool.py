@@ -19,7 +19,7 @@ from typing import Any
 from aiges import errors
 from aiges.config import Settings
 from aiges.loader.workers.links import SessionLink
-from aiges.loader.workers.process import Worker
+from aiges.loader.workers.process import LIVENESS_MISSES, Worker
 from aiges.wire.pb import aiges_inner_pb2 as pb
 
 logger = logging.getLogger("aiges.workers")
@@ -28,10 +28,13 @@ DESTROY_TIMEOUT = 60.0
 
 class WorkerPool:
     def __init__(self, settings: Settings, on_restart: Any = None,
-                 on_batch: Callable[[int], None] | None = None) -> None:
+                 on_batch: Callable[[int], None] | None = None,
+                 on_health_miss: Callable[[], None] | None = None) -> None:
         self.settings = settings
         self.sock_dir = tempfile.mkdtemp(prefix="aiges-")
         self.workers = [Worker(i, settings, self.sock_dir, on_batch) for i in range(settings.workers)]
+        for w in self.workers:
+            w.on_health_miss = on_health_miss
         self.schema: dict[str, Any] = {}
         self.inflight = 0
         self.closing = False
@@ -138,26 +141,40 @@ class WorkerPool:
     # ---- state
     @property
     def ready(self) -> bool:
-        return bool(self.workers) and all(w.ready for w in self.workers)
+        """Every worker is up and answering its health checks (/ready)."""
+        return bool(self.workers) and all(w.serving for w in self.workers)
 
     @property
     def ready_count(self) -> int:
-        return sum(1 for w in self.workers if w.ready)
+        return sum(1 for w in self.workers if w.serving)
+
+    @property
+    def unresponsive_count(self) -> int:
+        """Workers up but missing their health checks (frozen?), not yet killed."""
+        return sum(1 for w in self.workers if w.ready and w.unresponsive)
 
     def pick(self) -> Worker:
-        """The ready worker with the least work (calls in flight + open sessions); ties rotate."""
+        """The serving worker with the least work (calls in flight + open sessions); ties rotate.
+        A worker missing its health checks gets nothing new: the request goes elsewhere or gets 503
+        at once, not a wait for its deadline on a frozen process."""
         best: Worker | None = None
         best_load = 0
         n = len(self.workers)
         self._rr = (self._rr + 1) % n
         for i in range(n):
             w = self.workers[(self._rr + i) % n]
-            if not w.ready:
+            if not w.serving:
                 continue
             load = w.load
             if best is None or load < best_load:
                 best, best_load = w, load
         if best is None:
+            frozen = [w.name for w in self.workers if w.ready and w.unresponsive]
+            if frozen:
+                raise errors.WorkerUnavailable(
+                    f"plugin worker {', '.join(frozen)} is not answering its health checks (frozen?); it is "
+                    f"restarted after {LIVENESS_MISSES} missed checks ([aiges] livenessInterval); retry shortly",
+                    retry_after=1)
             raise errors.WorkerUnavailable("no plugin worker is ready (starting or restarting); retry shortly",
                                            retry_after=1)
         return best

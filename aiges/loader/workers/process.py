@@ -22,6 +22,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from aiges.config import Settings
 from aiges.loader.workers.links import CHANNEL_OPTIONS, WorkerLinks
+from aiges.loader.workers.output import JOIN_WAIT, TracebackJoiner, read_line
 from aiges.wire.pb import aiges_inner_pb2 as pb
 from aiges.wire.pb import aiges_inner_pb2_grpc as pb_grpc
 
@@ -60,6 +61,9 @@ class Worker(WorkerLinks):
         self.schema: dict[str, Any] = {}
         self.pid = 0
         self._tasks: list[asyncio.Task[Any]] = []  # output drains
+        # missed its last health check: takes no new requests while another worker can (watch_liveness)
+        self.unresponsive = False
+        self.on_health_miss: Callable[[], None] | None = None
         self._stderr_tail: list[str] = []
 
     @property
@@ -67,6 +71,11 @@ class Worker(WorkerLinks):
         # a broken lane is the first sign of a dead worker, before its exit is reaped: from then on
         # it takes no new requests (its load reads 0, so least-loaded balancing would prefer it)
         return self.state == "ready" and (self.lane is None or self.lane.connected)
+
+    @property
+    def serving(self) -> bool:
+        """Ready and answering its health checks: new requests may go here."""
+        return self.ready and not self.unresponsive
 
 
     def _command(self) -> list[str]:
@@ -80,7 +89,7 @@ class Worker(WorkerLinks):
         env.update({
             "BASIC_PLUGIN": "hello",
             "PLUGIN_PROTOCOL_VERSIONS": "1",
-            "AIGES_PLUGIN_MODE": "python",
+            "AIGES_PLUGIN_MODE": self.settings.plugin_mode,
             "AIGES_PLUGIN_SOCKET": sock,
             "AIGES_PLUGIN_LANE": lane,
             "AIGES_PLUGIN_THREADS": str(self.settings.worker_threads),
@@ -93,6 +102,11 @@ class Worker(WorkerLinks):
         })
         if self.settings.wrapper_dir:
             env["AIGES_WRAPPER_DIR"] = self.settings.wrapper_dir
+        if self.settings.wrapper_lib:
+            env["AIGES_WRAPPER_LIB"] = self.settings.wrapper_lib
+        env["AIGES_ASYNC_MODE"] = "1" if self.settings.async_mode else "0"  # C engines only
+        env["AIGES_REAL_TIME_RLT"] = "1" if self.settings.real_time_rlt else "0"
+        env["AIGES_WRAPPER_THREAD_SAFE"] = "1" if self.settings.wrapper_thread_safe else "0"
         if self.settings.max_batch_size is not None:
             env["AIGES_MAX_BATCH_SIZE"] = str(self.settings.max_batch_size)
         if self.settings.max_queue_delay_ms is not None:
@@ -104,6 +118,7 @@ class Worker(WorkerLinks):
         """spawn → handshake (with timeout) → connect → wrapperInit → wrapperSchema → ready."""
         self.generation += 1
         self.state = "starting"
+        self.unresponsive = False
         self._stderr_tail = []
         sock = os.path.join(self.sock_dir, f"{self.name}-{self.generation}.sock")
         lane = os.path.join(self.sock_dir, f"{self.name}-{self.generation}.lane") if self.settings.lane else ""
@@ -177,60 +192,86 @@ class Worker(WorkerLinks):
     async def _drain(self, stream: asyncio.StreamReader, name: str) -> None:
         """Keep reading the plugin's output into the log so a chatty wrapper never blocks."""
         plog = logging.getLogger(f"aiges.plugin.{self.name}")
+        tracebacks = TracebackJoiner()  # a traceback on stderr is logged as one ERROR record
         while True:
             try:
-                line = await stream.readline()
+                line = await read_line(stream, JOIN_WAIT if tracebacks.open else None)
             except (ValueError, asyncio.LimitOverrunError):  # a line over the buffer limit
                 line = await stream.read(65536)
-            if not line:
+            if not line:  # a pause (None) or the end (b""): an open traceback is complete
+                for _, block in tracebacks.flush():
+                    plog.error("%s: %s", name, block)
+                if line is None:
+                    continue
                 return
             text = line.decode("utf-8", "replace").rstrip()
-            if name == "stderr":
-                self._stderr_tail = (self._stderr_tail + [text])[-20:]
-                m = _PLUGIN_LOG_LINE.match(text)
+            if name != "stderr":
+                plog.info("%s: %s", name, text)
+                continue
+            self._stderr_tail = (self._stderr_tail + [text])[-20:]
+            for is_traceback, item in tracebacks.feed(text):
+                m = None if is_traceback else _PLUGIN_LOG_LINE.match(item)
                 if m:  # a logging record of the plugin or the wrapper: keep its level and logger name
                     logging.getLogger(f"{plog.name}.{m.group(2)}").log(_LEVELS[m.group(1)], "%s", m.group(3))
-                    continue
-            plog.info("%s: %s", name, text)
+                else:
+                    plog.log(logging.ERROR if is_traceback else logging.INFO, "%s: %s", name, item)
 
 
     async def watch_liveness(self) -> None:
-        """A worker that stops answering its health check (frozen, deadlocked event loop) is killed,
-        so the supervisor restarts it like a crashed one; otherwise it would hold every request
-        it gets until the deadline while /ready said 200.  Busy wrapper threads do not count:
-        the health service answers from the plugin's event loop."""
+        """A worker that stops answering its health check (frozen, SIGSTOPped, a deadlocked event
+        loop) is killed, so the supervisor restarts it like a crashed one; otherwise it would hold
+        every request it gets until the deadline.  One check every ``livenessInterval`` seconds
+        (start to start), each answered within the interval or missed; from the first miss the
+        worker is *unresponsive*: it takes no new requests (they go to another worker, or get 503 at
+        once) and /ready says 503, as for a dead worker; at the 3rd miss in a row it is killed.  So a freeze is acted on
+        within 3-4 intervals (15-20 s at the default 5 s), and /ready tells within 1-2.
+
+        Busy wrapper threads do not count (the health service answers from the plugin's event
+        loop); a wrapper call holding the GIL (a long regex, unpickling a model) delays the answer
+        too: while the worker still answers requests within a deadline its misses do not add up
+        to a kill -- past that its clients have had their 504s and it is frozen."""
         interval = self.settings.liveness_interval or 5.0
         stub = health_pb2_grpc.HealthStub(self.channel)
+        loop = asyncio.get_running_loop()
         misses = 0
-        while self.ready:
-            await asyncio.sleep(interval)
+        next_check = loop.time() + interval
+        while self.state == "ready":
+            await asyncio.sleep(max(0.0, next_check - loop.time()))
+            next_check = loop.time() + interval
             try:
                 await stub.Check(health_pb2.HealthCheckRequest(service="plugin"), timeout=interval)
-                misses = 0
-                if self._stuck():
-                    logger.error("plugin %s (pid %d) answers its health checks but no request for %.0fs while "
-                                 "%d reached their deadline: every wrapper thread is hung; killing it to restart",
-                                 self.name, self.pid, time.monotonic() - self.last_progress,
-                                 self.lane.expired if self.lane is not None else 0)
-                    if self.proc is not None and self.proc.returncode is None:
-                        self.proc.kill()
-                    return
             except grpc.aio.AioRpcError as e:
+                if self.state != "ready":
+                    return
+                self.unresponsive = True
+                if self.on_health_miss is not None:
+                    self.on_health_miss()
                 if self.busy and not _stopped(self.pid) and \
                         time.monotonic() - self.last_progress < self.settings.deadline:
-                    # a wrapper call holding the GIL (a long regex, unpickling a model) also delays
-                    # the answer: a busy worker is not a dead one while it still answers something
-                    # within a deadline.  Past that its clients have had their 504s and it is frozen
-                    # (under steady load it is always "busy", so busy alone must not excuse it)
-                    misses = 0
+                    misses = 0  # busy and still answering requests: not (yet) frozen
+                    logger.warning("plugin %s missed a health check while busy (%s); it still answers requests",
+                                   self.name, e.code().name)
                     continue
                 misses += 1
-                logger.warning("plugin %s missed health check %d/%d (%s)", self.name, misses, LIVENESS_MISSES,
-                               e.code().name)
-            if misses >= LIVENESS_MISSES and self.proc is not None and self.proc.returncode is None:
-                logger.error("plugin %s (pid %d) stopped answering its health checks; killing it to restart",
-                             self.name, self.pid)
-                self.proc.kill()
+                logger.warning("plugin %s missed health check %d/%d (%s): taking no new requests", self.name, misses,
+                               LIVENESS_MISSES, e.code().name)
+                if misses >= LIVENESS_MISSES and self.proc is not None and self.proc.returncode is None:
+                    logger.error("plugin %s (pid %d) stopped answering its health checks; killing it to restart",
+                                 self.name, self.pid)
+                    self.proc.kill()
+                    return
+                continue
+            if self.unresponsive:
+                logger.warning("plugin %s answers its health checks again", self.name)
+            self.unresponsive = False
+            misses = 0
+            if self._stuck():
+                logger.error("plugin %s (pid %d) answers its health checks but no request for %.0fs while "
+                             "%d reached their deadline: every wrapper thread is hung; killing it to restart",
+                             self.name, self.pid, time.monotonic() - self.last_progress,
+                             self.lane.expired if self.lane is not None else 0)
+                if self.proc is not None and self.proc.returncode is None:
+                    self.proc.kill()
                 return
 
 

@@ -1,7 +1,8 @@
 """Hosts: what runs a wrapper inside the plugin process, one per kind of wrapper.
 
-:class:`~aiges.plugin.hosts.python.WrapperHost` runs a Python ``wrapper.py``; a host for C/C++
-engines (upstream's ``libwrapper.so`` ABI) sits beside it and keeps the same face, :class:`Host`.
+:class:`~aiges.plugin.hosts.python.WrapperHost` runs a Python ``wrapper.py``;
+:class:`~aiges.plugin.hosts.c.CHost` a C/C++ engine (upstream's ``libwrapper.so`` ABI) with the same
+face, :class:`Host`; :mod:`~aiges.plugin.hosts.choose` picks one.
 Everything above a host -- the gRPC service, the session runner, the lane -- drives it only through
 these methods, so a new kind of wrapper is one new module here.  Every method is synchronous (run in
 the plugin's wrapper threads), returns a proto message and never raises for a wrapper failure:
