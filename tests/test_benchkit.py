@@ -21,8 +21,9 @@ from benchkit.report import summarize_closed  # noqa: E402
 from benchkit.systems import wait_serving  # noqa: E402
 
 OPTIONS = ["--mode", "--job", "--peer", "--peer-set", "--rate", "--open-conns", "--duration", "--quick", "--rounds",
-           "--pairs", "--sessions", "--frames", "--workers", "--set", "--wrapper", "--model", "--stream-wrapper",
-           "--no-wrk", "--no-ceiling", "--profile", "--json", "--check"]
+           "--pairs", "--sessions", "--realtime", "--realtime-steps", "--realtime-seconds", "--idle", "--idle-timeout",
+           "--frames", "--workers", "--set", "--wrapper", "--model", "--stream-wrapper", "--no-wrk", "--no-ceiling",
+           "--profile", "--json", "--check"]
 
 
 def test_help_lists_every_option() -> None:
@@ -106,3 +107,33 @@ def test_closed_summary_gives_medians_and_per_round_ratios() -> None:
     assert lines[0].startswith("summary at c=32, medians of 2 interleaved round(s)")
     assert lines[2].split()[:2] == ["ours", "5000"]
     assert lines[3].split()[:2] == ["ceiling", "2000"] and lines[3].endswith("2.50 (2.00, 3.00)")
+
+
+def test_realtime_and_idle_sessions_against_a_real_loader(tmp_path: Path) -> None:
+    """The session loads on a real loader (tests/wrappers/vad_stream): 3 real-time sessions for 1 s
+    of audio get every result, latency counted; then 20 idle sessions are opened, counted open, and
+    a 3 s sessionTimeout closes and destroys every one of them (the counts, not a sleep)."""
+    from benchkit.common import VAD_WRAPPER
+    from benchkit.loadgen.idle import count_lines, run_idle
+    from benchkit.loadgen.realtime import FRAME_BYTES, pcm_frames, run_realtime
+    from benchkit.systems import start_loader
+
+    assert FRAME_BYTES == 1280 and all(len(f) == FRAME_BYTES for f in pcm_frames())
+    procs = Procs()
+    log = tmp_path / "destroyed.log"
+    try:
+        st = start_loader(procs, tmp_path, "rt", VAD_WRAPPER, {"ws": {"sessionTimeout": "3", "readTimeout": "30"}},
+                          env={"VAD_DESTROY_LOG": str(log)})
+        r = run_realtime(st, 3, 1.0)
+        assert (r.opened, r.completed, r.errors, r.sent, r.results) == (3, 3, 0, 75, 75), r
+        assert 0 < r.p50_ms <= r.p99_ms <= r.max_ms and r.cpu_ms_per_frame["loader"] > 0
+        deadline = time.monotonic() + 10
+        while count_lines(log) < 3 and time.monotonic() < deadline:  # the real-time sessions' destroys
+            time.sleep(0.05)
+        assert count_lines(log) == 3
+        idle = run_idle(st, 20, 3.0, log)
+        assert (idle.opened, idle.open_errors, idle.active_when_open) == (20, 0, 20), idle
+        assert (idle.timeout_frames, idle.closed, idle.destroyed, idle.active_after) == (20, 20, 20, 0), idle
+        assert idle.end_seconds < 6
+    finally:
+        procs.stop_all()

@@ -69,7 +69,7 @@ class GrpcChannel:
         text: str | None = item
         return text
 
-    async def close(self) -> None:
+    async def close(self, reason: str = "", wait: float = 1.0) -> None:
         if not self._closed:
             self._closed = True
             self.out.put_nowait(_END)

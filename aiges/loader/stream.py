@@ -25,9 +25,13 @@ from aiges import errors
 from aiges.loader import envelope
 from aiges.loader.state import METRICS, POOL, SERVICES, SESSIONS, SETTINGS, VALIDATOR, service_label
 from aiges.loader.workers import SessionLink
+from aiges.wire.pb import aiges_inner_pb2 as pb
 
 logger = logging.getLogger("aiges.stream")
 _ENDING: set[asyncio.Task[None]] = set()  # sessions' final close + destroy, kept alive until done
+ENDING_BOUND = 0.6  # at shutdown: how long sessions ended by the drain get for their destroy (s)
+CLOSE_TIMEOUT = 1.0  # how long a close waits for the client's close frame before dropping the connection (s)
+SHUTDOWN_CLOSE_WAIT = 0.2  # ... at shutdown, so the loader's exit stays near one grace period
 
 
 def _frame(sid: str, status: int, payload: dict[str, Any] | None = None) -> str:
@@ -47,6 +51,16 @@ def _is_last(items: list[Any]) -> bool:
     return bool(items) and all(d.status in (2, 3) for d in items)
 
 
+READ_TIMEOUT_REASON = "time out"  # upstream's close reason after its read deadline
+BAD_JSON_REASON = "parse request json error"  # ... and after a frame it cannot parse (10163)
+
+
+def close_reason(err: errors.AigesError) -> str:
+    """The close frame's reason after an error frame, as upstream's (a close reason holds 123 bytes)."""
+    text = BAD_JSON_REASON if err.code == errors.WS_BAD_JSON else err.message
+    return text.encode("utf-8")[:123].decode("utf-8", "ignore")
+
+
 class InputClosed(Exception):
     """The client will send no more frames but still listens (a gRPC half-close)."""
 
@@ -64,7 +78,10 @@ class Channel(Protocol):
         InputClosed when the client sends no more but still listens."""
         ...
 
-    async def close(self) -> None: ...
+    async def close(self, reason: str = "", wait: float = 1.0) -> None:
+        """End the session's stream; ``reason`` goes in a WebSocket close frame; the client's answer
+        is waited for at most ``wait`` seconds.  Never raises."""
+        ...
 
 
 class SessionSocket(web.WebSocketResponse):
@@ -87,6 +104,7 @@ class SessionSocket(web.WebSocketResponse):
                 await self.send_str(_error_frame(self.sid, err))
             except (ConnectionError, RuntimeError):
                 pass
+            message = message or close_reason(err).encode("utf-8")
         return await super().close(code=code, message=message, drain=drain)
 
 
@@ -109,8 +127,11 @@ class WebSocketChannel:
             raise errors.BadRequest("frames must be JSON text frames, got a binary frame", errors.WS_BAD_JSON)
         return None  # CLOSE / CLOSING / CLOSED / ERROR: the client went away
 
-    async def close(self) -> None:
-        await self.ws.close()
+    async def close(self, reason: str = "", wait: float = 1.0) -> None:
+        try:
+            await asyncio.wait_for(self.ws.close(message=reason.encode("utf-8")), wait)
+        except (asyncio.TimeoutError, ConnectionError):
+            pass  # the client did not answer the close in time: its connection is dropped
 
 
 class Session:
@@ -124,19 +145,27 @@ class Session:
         self.expect: dict[str, envelope.Expect] = {}
         self.seq: dict[str, int] = {}
         self.done = asyncio.Event()
+        self.ended = asyncio.Event()  # closed and destroyed: nothing of the session is left
         self.outcome = "ok"
         self.started = time.monotonic()
         self.input_done = False  # the client sent its last frame: now only the final result is awaited
+        # the error that ends the session, set before its error frame is sent: from then on nothing
+        # else goes out (a result racing the error frame must not follow it)
+        self.error: errors.AigesError | None = None
+        self.reason = ""  # the close frame's reason
+        self.close_wait = CLOSE_TIMEOUT  # how long the close waits for the client's close frame
+        self.inputs: dict[str, tuple[int, dict[str, str]]] = {}  # input key -> (type, desc), for a header-only last frame
 
     # ---- results → client
     async def pump(self) -> None:
         assert self.link is not None
         svc = service_label(self.app)
         while True:
-            item = await self.link.results.get()
-            if isinstance(item, errors.AigesError):
-                await self.fail(item)
+            got = await self.link.results.get()
+            if isinstance(got, errors.AigesError):
+                await self.fail(got)
                 return
+            item = pb.Response.FromString(got) if isinstance(got, bytes) else got
             if item.ret:
                 await self.fail(errors.WrapperFailed(item.msg or f"wrapper returned error code {item.ret}", item.ret))
                 return
@@ -151,6 +180,8 @@ class Session:
                 return
             if not payload:
                 continue
+            if self.error is not None:
+                return  # the session is ending with an error frame: nothing after it
             # final when any item is (upstream: "an item has status 2/3"), wherever it stands
             statuses = {d.status for d in item.list}
             status = 3 if 3 in statuses else 2 if 2 in statuses else item.list[-1].status
@@ -166,9 +197,13 @@ class Session:
             except ConnectionError:
                 pass
 
-    async def fail(self, err: errors.AigesError) -> None:
-        if self.done.is_set():
+    async def fail(self, err: errors.AigesError, reason: str | None = None) -> None:
+        """End the session with ``err``: its error frame, then (``run``) the close with ``reason``
+        (default :func:`close_reason`), then the destroy."""
+        if self.done.is_set() or self.error is not None:
             return
+        self.error = err
+        self.reason = close_reason(err) if reason is None else reason
         self.outcome = "error" if not isinstance(err, errors.SessionTimeout) else "timeout"
         logger.info("session %s ends with code %d: %s", self.sid, err.code, err.message)
         await self.send(_error_frame(self.sid, err))
@@ -187,15 +222,25 @@ class Session:
         self.app[VALIDATOR].check(parsed.params, parsed.raw_params, parsed.items, later_frame=self.link is not None,
                                   expect=parsed.expect)
         self.app[METRICS].frames.inc()
+        if not parsed.items and parsed.header.get("status") == "2" and not self.input_done:
+            parsed.items = self._end_of_input()
+        for d in parsed.items:
+            if d.key not in self.inputs:
+                self.inputs[d.key] = (d.type, dict(d.desc))
         if self.link is None:
             self.expect = parsed.expect
             parsed.params["sid"] = self.sid
             self.link = await self.pool.open_session(parsed.params, self.sid, self.settings.deadline)
             self.pump_task = asyncio.create_task(self.pump())
             await self.send(_frame(self.sid, 0))
-        if parsed.items:
-            # a frame the wrapper does not take (a hung wrapperWrite, HTTP/2 flow control full)
-            # must not hold the session past its timeout
+        if parsed.items and self.link.lane is not None and not self.link.behind:
+            # on the lane a frame is written at once unless the wrapper is behind: no timer needed
+            await self.pool.write(self.link, parsed.items, parsed.params, self.settings.deadline)
+            if _is_last(parsed.items):
+                self.input_done = True
+        elif parsed.items:
+            # a frame the wrapper does not take (a hung wrapperWrite: the lane's acknowledgements or
+            # HTTP/2 flow control hold it) must not hold the session past its timeout
             # (a timer, not wait_for: wait_for makes a task per frame, ~4% of a frame's CPU)
             task = asyncio.current_task()
             assert task is not None
@@ -222,6 +267,17 @@ class Session:
             if _is_last(parsed.items):
                 self.input_done = True
 
+    def _end_of_input(self) -> list[pb.RequestData]:
+        """A header-only last frame (header status 2, empty payload) ends the input: the wrapper gets
+        an empty last item (status 2) for each input the session has sent, so it can give its final
+        result -- or its error at once, if it needs data.  A session with no input yet is refused."""
+        if not self.inputs:
+            raise errors.BadRequest("the last frame (header status 2) carries no payload and the session has no "
+                                    "input yet: send the data in payload.<input> with status 2",
+                                    errors.INVALID_DATA)
+        return [pb.RequestData(key=key, data=b"", len=0, type=kind, status=2, desc=desc)
+                for key, (kind, desc) in self.inputs.items()]
+
     async def read_loop(self) -> None:
         read_timeout = self.settings.ws_read_timeout
         session_end = self.started + self.settings.ws_session_timeout
@@ -239,7 +295,7 @@ class Session:
                 if self.input_done or time.monotonic() >= session_end:
                     continue
                 await self.fail(errors.SessionTimeout(
-                    f"read timeout: no frame for {read_timeout:g}s ([ws] readTimeout)"))
+                    f"read timeout: no frame for {read_timeout:g}s ([ws] readTimeout)"), READ_TIMEOUT_REASON)
                 return
             except InputClosed:  # a gRPC client half-closed its request stream
                 if not self.input_done:
@@ -287,15 +343,26 @@ class Session:
             await asyncio.shield(ending)
 
     async def _end(self) -> None:
-        if not self.channel.closed:
-            await self.channel.close()  # the client is not kept waiting for the destroy
-        if self.link is not None:
-            await self.pool.destroy(self.link)  # exactly once, on every ending
+        # the close and the destroy at once: the client is not kept waiting for the destroy, and the
+        # destroy not for a client slow to answer the close
+        closing = None if self.channel.closed else \
+            asyncio.ensure_future(self.channel.close(self.reason, self.close_wait))
+        try:
+            if self.link is not None:
+                await self.pool.destroy(self.link)  # exactly once, on every ending
+        finally:
+            self.ended.set()
+        if closing is not None:
+            await closing
 
 
 async def handle_stream(request: web.Request) -> web.StreamResponse:
     app = request.app
-    ws = SessionSocket(max_msg_size=app[SETTINGS].max_body_size, heartbeat=None)
+    # no permessage-deflate (as upstream's gorilla default): a zlib state per connection costs ~150 KB
+    # of native memory that malloc does not give back after a worker crash's burst of closes (loader
+    # RSS grew by ~40 KB per session and crash), and CPU per frame for JSON frames of a few hundred bytes
+    ws = SessionSocket(max_msg_size=app[SETTINGS].max_body_size, heartbeat=None, timeout=CLOSE_TIMEOUT,
+                       compress=False)
     if not ws.can_prepare(request).ok:
         raise errors.MethodNotAllowed(f"GET {request.path} is the streaming endpoint and needs a WebSocket "
                                       f"upgrade; use POST {request.path} for once inference")
@@ -316,7 +383,8 @@ async def handle_stream(request: web.Request) -> web.StreamResponse:
 
 async def drain_sessions(app: web.Application, grace: float) -> None:
     """On shutdown: let open sessions finish within ``grace``, then end the rest with an error frame
-    (code 12504) so no client is cut off without a word; each still gets its wrapperDestroy."""
+    (code 12504) so no client is cut off without a word, each closed right after it; returns when
+    every session is destroyed (the workers stop after this), or ENDING_BOUND later."""
     sessions: set[Session] = app[SESSIONS]
     if not sessions:
         return
@@ -325,8 +393,16 @@ async def drain_sessions(app: web.Application, grace: float) -> None:
     _, pending = await asyncio.wait(waits, timeout=grace)
     for w in pending:
         w.cancel()
-    for s in list(sessions):
-        if not s.done.is_set():
-            await s.fail(errors.WorkerUnavailable(
-                f"server shutting down: the session did not end within the grace period of {grace:g}s",
-                errors.SHUTTING_DOWN))
+    open_sessions = list(sessions)
+    for s in open_sessions:
+        s.close_wait = SHUTDOWN_CLOSE_WAIT
+    await asyncio.gather(*(s.fail(errors.WorkerUnavailable(
+        f"server shutting down: the session did not end within the grace period of {grace:g}s",
+        errors.SHUTTING_DOWN)) for s in open_sessions if not s.done.is_set()))
+    endings = [asyncio.ensure_future(s.ended.wait()) for s in open_sessions]
+    _, pending = await asyncio.wait(endings, timeout=ENDING_BOUND)
+    for w in pending:
+        w.cancel()
+    if pending:
+        logger.warning("shutdown: %d session(s) not destroyed within %.1fs of their error frame", len(pending),
+                       ENDING_BOUND)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import faulthandler
+import importlib
 import logging
 import os
 import random
@@ -73,7 +74,16 @@ def bind(server: grpc.aio.Server, env: dict[str, str]) -> tuple[str, str]:
     return "tcp", f"127.0.0.1:{port}"
 
 
+# Upstream wrappers import these inside wrapperWrite, in several wrapper threads at once; concurrent
+# first imports race in CPython (a thread gets a half-initialised module: "cannot import name
+# 'callback' from 'aiges.callback'"), so the plugin imports them once, before any wrapper call.
+UPSTREAM_MODULES = ("aiges.sdk", "aiges.callback", "aiges.dto", "aiges.stream", "aiges.types", "aiges.core.types",
+                    "aiges.utils.log")
+
+
 async def serve(env: dict[str, str]) -> int:
+    for name in UPSTREAM_MODULES:
+        importlib.import_module(name)
     threads = int(env.get("AIGES_PLUGIN_THREADS") or (os.cpu_count() or 2) * 2)
     grace = float(env.get("AIGES_PLUGIN_GRACE") or 10)
     executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="wrapper")
@@ -94,7 +104,7 @@ async def serve(env: dict[str, str]) -> int:
     lane_path = env.get("AIGES_PLUGIN_LANE")
     lane = None
     if lane_path:
-        lane = Lane(lane_path, host, executor, threads, _opt_int(env.get("AIGES_MAX_BATCH_SIZE")),
+        lane = Lane(lane_path, host, executor, threads, servicer.sessions, _opt_int(env.get("AIGES_MAX_BATCH_SIZE")),
                     _opt_float(env.get("AIGES_MAX_QUEUE_DELAY_MS")))
     await server.start()
     await health_servicer.set("plugin", health_pb2.HealthCheckResponse.SERVING)
@@ -138,6 +148,17 @@ async def serve(env: dict[str, str]) -> int:
             await asyncio.sleep(0.02)
         if lane.pending:
             logger.warning("plugin stop: %d lane request(s) unanswered after %.1fs", lane.pending, grace_now)
+    # every session still open is destroyed before the wrapper's fini (after its running call)
+    sessions = servicer.sessions
+    still_open = sessions.destroy_all()
+    if still_open:
+        logger.info("plugin stop: destroying %d open session(s)", still_open)
+    until = max(until, time.monotonic() + 0.5)
+    while sessions.busy and time.monotonic() < until:
+        await asyncio.sleep(0.01)
+    if sessions.live:
+        logger.warning("plugin stop: %d session(s) not destroyed (a wrapper call still runs)", sessions.live)
+    if lane is not None:
         lane.close()
     servicer.close_streams()
     await stopping

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -49,8 +50,9 @@ class WrapperServicer(pb_grpc.WrapperServiceServicer):
         self.idle = asyncio.Event()
         self.idle.set()
         self.streams = 0
-        self._background: set[asyncio.Task[Any]] = set()
-        self.sessions = SessionRunner(host, executor, self._push, self._spawn, self._track)
+        self._loop_thread = threading.get_ident()
+        # sessions of our loader's lane route their results to it; the rest go to `communicate`
+        self.sessions = SessionRunner(host, executor, self._push_threadsafe, self.loop)
         callback_mod.set_sink(self._callback_sink)
 
     # ---- helpers
@@ -68,11 +70,11 @@ class WrapperServicer(pb_grpc.WrapperServiceServicer):
             return await self.loop.run_in_executor(self.executor, fn, *args)
         finally:
             self._track(-1)
-    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
-        task = asyncio.ensure_future(coro)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-        return task
+    def _push_threadsafe(self, resp: pb.Response) -> None:
+        if threading.get_ident() == self._loop_thread:
+            self._push(resp)
+        else:
+            self.loop.call_soon_threadsafe(self._push, resp)
 
     def _push(self, resp: pb.Response) -> None:
         # Nobody listening on `communicate` (a host that only uses inline calls) must not make
@@ -91,7 +93,7 @@ class WrapperServicer(pb_grpc.WrapperServiceServicer):
             resp = pb.Response(tag=tag, ret=code, list=items, msg=(own or self.host.error_text(code)) if code else "")
         except Exception as e:  # noqa: BLE001
             resp = pb.Response(tag=tag, ret=errors.WRAPPER_EXEC, msg=f"callback got an invalid Response: {e}")
-        self.loop.call_soon_threadsafe(self._push, resp)
+        self.sessions.push(resp)  # to the session's lane connection, or to `communicate`
 
     def close_streams(self) -> None:
         for _ in range(max(1, self.streams)):
@@ -126,10 +128,10 @@ class WrapperServicer(pb_grpc.WrapperServiceServicer):
         return pb.Response(ret=resp.ret, msg=resp.msg)
 
     async def wrapperCreate(self, request: pb.CreateRequest, context: Any) -> pb.Handle:
-        return await self.sessions.create(request, self._run)
+        return await self.sessions.create_async(request)
 
     async def wrapperWrite(self, request: pb.WriteMessage, context: Any) -> pb.Ret:
-        return await self.sessions.write(request)
+        return await self.sessions.write_async(request)
 
     async def wrapperWriteStream(self, request_iterator: Any, context: Any) -> AsyncIterator[pb.Ret]:
         """A session's frames in order.  Nothing is answered per frame: a failed frame's ``ret``
@@ -138,22 +140,19 @@ class WrapperServicer(pb_grpc.WrapperServiceServicer):
         async for msg in request_iterator:
             if failed:  # the session ends with that error: frames already on their way are dropped
                 continue
-            ret = await self.sessions.write(msg)
+            ret = await self.sessions.write_async(msg)
             if ret.ret:
                 failed = True
-                tag = self.sessions.tags.get(msg.handle, msg.req.tag)
-                self._push(pb.Response(tag=tag, ret=ret.ret, msg=ret.msg))
+                tag = self.sessions.tag_of(msg.handle) or msg.req.tag
+                self.sessions.push(pb.Response(tag=tag, ret=ret.ret, msg=ret.msg))
         return
         yield  # an async generator that yields nothing
 
     async def wrapperRead(self, request: pb.Handle, context: Any) -> pb.Response:
-        return await self.sessions.read(request.handle)
+        return await self.sessions.read_async(request.handle)
 
     async def wrapperDestroy(self, request: pb.Handle, context: Any) -> pb.Ret:
-        # shielded: once asked, the destroy happens even if the caller's deadline passes while a
-        # slow wrapperWrite of the session is still running (the handle must never leak)
-        ret: pb.Ret = await asyncio.shield(self._spawn(self.sessions.destroy(request.handle)))
-        return ret
+        return await self.sessions.destroy_async(request.handle)
 
     async def wrapperFini(self, request: pb.SvcId, context: Any) -> pb.Ret:
         return await self._run(self.host.fini)

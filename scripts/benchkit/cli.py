@@ -14,19 +14,23 @@ from typing import Any
 import benchkit
 from aiges.client import ClientError, HttpClient
 
-from .common import CEILING, DEFAULT_ONCE_WRAPPER, OPEN_DRAIN, ROOT, TEXT
+from .common import CEILING, DEFAULT_ONCE_WRAPPER, OPEN_DRAIN, ROOT, TEXT, VAD_WRAPPER
 from .jobs import Job, check_answers, prepare_catboost, resolve_job
 from .loadgen import new_loop, with_batches
 from .loadgen.closed import Run, load
+from .loadgen.idle import run_idle
 from .loadgen.openloop import OpenRun, run_open
+from .loadgen.realtime import search
 from .loadgen.stream import run_stream, stream_load
 from .peers import PEERS, Peer
 from .procs import Procs
 from .profile import profile
 from .report import (
     batching_note,
+    fmt_idle,
     fmt_open,
     fmt_profile,
+    fmt_realtime,
     fmt_run,
     fmt_stream,
     machine_state,
@@ -35,7 +39,7 @@ from .report import (
     write_json,
 )
 from .systems import Server, start_ceiling, start_loader
-from .targets import Check, closed_checks, fmt_checks, open_checks, stream_checks
+from .targets import Check, closed_checks, fmt_checks, idle_checks, open_checks, realtime_checks, stream_checks
 
 
 def parser() -> argparse.ArgumentParser:
@@ -58,6 +62,19 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--rounds", "--pairs", dest="rounds", type=int, default=None,
                     help="interleaved rounds (ours, ceiling, peer) per load level (default 3)")
     ap.add_argument("--sessions", type=int, default=32, help="concurrent streaming sessions (default 32)")
+    ap.add_argument("--realtime", type=int, default=None, metavar="N",
+                    help="stream mode: also N real-time audio sessions (40 ms of 16 kHz PCM every 40 ms, "
+                         "tests/wrappers/vad_stream), then a short search for the largest N with p99 <= 50 ms "
+                         "and no error")
+    ap.add_argument("--realtime-steps", type=int, default=4, metavar="K",
+                    help="most runs of the real-time search (default 4; 1 = measure N only)")
+    ap.add_argument("--realtime-seconds", type=float, default=20.0, metavar="S",
+                    help="seconds of audio per real-time session (default 20)")
+    ap.add_argument("--idle", type=int, default=None, metavar="N",
+                    help="stream mode: also N idle sessions (one frame each, then waiting): RSS per open "
+                         "session, then [ws] sessionTimeout must close and destroy them all")
+    ap.add_argument("--idle-timeout", type=float, default=60.0, metavar="S",
+                    help="[ws] sessionTimeout of the idle-sessions loader (default 60)")
     ap.add_argument("--frames", type=int, default=None, help="frames per streaming session (default 50)")
     ap.add_argument("--workers", type=int, default=None, help="[aiges] workers for our loader (default: config's)")
     ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
@@ -118,6 +135,9 @@ def plan(argv: list[str] | None) -> Plan:
         if getattr(args, name) is None:
             setattr(args, name, quick if args.quick else normal)
     args.sessions = max(1, min(args.sessions, 1000))
+    args.realtime_steps = max(1, min(args.realtime_steps, 8))
+    args.realtime_seconds = max(1.0, min(args.realtime_seconds, 120.0))
+    args.idle_timeout = max(5.0, min(args.idle_timeout, 600.0))
     args.frames = max(1, min(args.frames, 100_000))
     secs = max(1.0, min(args.duration, 300.0))
     rounds = max(1, min(args.rounds, 10))
@@ -168,6 +188,10 @@ def budget(p: Plan) -> int:
         runs += 1 if p.args.profile else 0
     if p.args.mode != "once":
         runs += 2 if p.args.profile else 1
+        if p.args.realtime:
+            limit += int(p.args.realtime_steps * (p.args.realtime_seconds + 60 + 0.05 * 4000) + 60)
+        if p.args.idle:
+            limit += int(p.args.idle_timeout + 60 + 60)
     return int(limit + runs * (p.secs + 15))
 
 
@@ -337,4 +361,45 @@ def run_stream_mode(p: Plan, procs: Procs, tmp: Path, results: dict[str, Any]) -
             st, secs, args.profile, lambda: run_stream(st, args.sessions, args.frames, secs).frames, "stream")
         for line in fmt_profile(prof):
             print(line)
+    for proc in st.procs:  # free the CPU for what follows
+        procs.stop(proc)
+    if args.realtime:
+        checks += run_realtime_mode(p, procs, tmp, results)
+    if args.idle:
+        checks += run_idle_mode(p, procs, tmp, results)
     return checks
+
+
+def run_realtime_mode(p: Plan, procs: Procs, tmp: Path, results: dict[str, Any]) -> list[Check]:
+    """Real-time audio sessions against the VAD wrapper, then the largest N that holds p99 <= 50 ms."""
+    args = p.args
+    st = start_loader(procs, tmp, "realtime", VAD_WRAPPER, p.overrides)
+    print(f"real-time sessions: {st.url} (pids {st.pids}, wrapper {VAD_WRAPPER.relative_to(ROOT)}), "
+          f"{args.realtime_seconds:g} s of 16 kHz PCM per session, 40 ms frames every 40 ms, latency from each "
+          f"frame's scheduled send time; search from N={args.realtime}, at most {args.realtime_steps} step(s)")
+    runs, best = search(st, args.realtime, args.realtime_steps, args.realtime_seconds,
+                        lambda r: print("\n".join(fmt_realtime(r))))
+    print(f"  largest N holding p99 <= 50 ms with no error: {best if best else 'none of the N tried'}")
+    results["realtime"] = {"runs": [asdict(r) for r in runs], "largest_ok": best}
+    for proc in st.procs:
+        procs.stop(proc)
+    return realtime_checks(best)
+
+
+def run_idle_mode(p: Plan, procs: Procs, tmp: Path, results: dict[str, Any]) -> list[Check]:
+    """Idle sessions: RSS per open session, then sessionTimeout closes and destroys every one."""
+    args = p.args
+    log = tmp / "idle-destroyed.log"
+    overrides = {k: dict(v) for k, v in p.overrides.items()}
+    overrides.setdefault("ws", {}).update({"sessionTimeout": f"{args.idle_timeout:g}",
+                                           "readTimeout": f"{args.idle_timeout + 120:g}"})
+    st = start_loader(procs, tmp, "idle", VAD_WRAPPER, overrides, env={"VAD_DESTROY_LOG": str(log)})
+    print(f"idle sessions: {st.url} (pids {st.pids}), {args.idle} sessions each sending one frame then waiting; "
+          f"[ws] sessionTimeout = {args.idle_timeout:g} s ends them")
+    r = run_idle(st, args.idle, args.idle_timeout, log)
+    for line in fmt_idle(r):
+        print(line)
+    results["idle"] = asdict(r)
+    for proc in st.procs:
+        procs.stop(proc)
+    return idle_checks(r)

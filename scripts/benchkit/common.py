@@ -14,6 +14,7 @@ CACHE = Path(os.environ.get("AIGES_BENCH_CACHE")
 HOST = "127.0.0.1"
 TEXT = b"hello aiges bench: a short text payload"
 DEFAULT_ONCE_WRAPPER = ROOT / "tests" / "wrappers" / "echo"
+VAD_WRAPPER = ROOT / "tests" / "wrappers" / "vad_stream"  # real-time and idle sessions: numpy energy/VAD per frame
 EXAMPLE_CATBOOST = ROOT / "examples" / "catboost"
 SYNTH_CATBOOST = PEER_DATA / "catboost"
 MAX_REQUESTS = 5_000_000  # a count bound on every Python load loop, on top of its time bound

@@ -11,7 +11,9 @@ from typing import Any
 
 from .common import LOADGEN
 from .loadgen.closed import Run
+from .loadgen.idle import IdleRun
 from .loadgen.openloop import OpenRun
+from .loadgen.realtime import RealtimeRun
 from .loadgen.stream import StreamRun
 from .procs import all_cpu, cmdline
 
@@ -66,6 +68,27 @@ def fmt_stream(r: StreamRun) -> list[str]:
              f"sessions {r.sessions_done}  frames {r.frames}  errors {r.errors}  CPU ms/frame: "
              f"{fmt_cpu(r.cpu_ms_per_frame, r.other_cpu_pct, r.steal_pct)}"]
             + [f"    error: {sample}" for sample in r.error_samples])
+
+
+def fmt_realtime(r: RealtimeRun) -> list[str]:
+    kinds = (" (" + ", ".join(f"{k} {v}" for k, v in r.error_kinds.items()) + ")") if r.error_kinds else ""
+    return [f"  N={r.sessions:<5d} {'held' if r.ok else 'MISSED'}  sessions completed {r.completed}/{r.sessions}  "
+            f"frames {r.sent} sent {r.results} results  errors {r.errors}{kinds}  latency from the scheduled send "
+            f"p50 {r.p50_ms:.2f} p99 {r.p99_ms:.2f} max {r.max_ms:.2f} ms  client late p50/p99/max "
+            f"{r.late_p50_ms:.2f}/{r.late_p99_ms:.2f}/{r.late_max_ms:.2f} ms",
+            f"           CPU ms/frame: {fmt_cpu(r.cpu_ms_per_frame, r.other_cpu_pct, r.steal_pct)}"]
+
+
+def fmt_idle(r: IdleRun) -> list[str]:
+    kinds = (" (" + ", ".join(f"{k} {v}" for k, v in r.error_kinds.items()) + ")") if r.error_kinds else ""
+    return [f"  opened {r.opened}/{r.sessions} sessions in {r.open_seconds:g} s, errors {r.open_errors}{kinds}; "
+            f"aiges_sessions_active {r.active_when_open}",
+            f"  RSS loader {r.loader_rss_mb[0]:.1f} -> {r.loader_rss_mb[1]:.1f} MiB ({r.loader_kb_per_session:.1f} KiB "
+            f"per open session), worker {r.plugin_rss_mb[0]:.1f} -> {r.plugin_rss_mb[1]:.1f} MiB "
+            f"({r.plugin_kb_per_session:.1f} KiB per open session)",
+            f"  sessionTimeout {r.session_timeout:g} s: {r.timeout_frames} timeout frames (10114), {r.closed} closed, "
+            f"{r.destroyed} wrapperDestroy, aiges_sessions_active {r.active_after}, all within {r.end_seconds:g} s "
+            f"of the last open"]
 
 
 def fmt_profile(prof: dict[str, list[str]]) -> list[str]:

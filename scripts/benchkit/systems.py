@@ -64,16 +64,18 @@ def wait_serving(p: subprocess.Popen[bytes], log: Path, timeout: float, serving:
 
 
 def start_loader(procs: Procs, tmp: Path, name: str, wrapper_dir: Path, overrides: dict[str, dict[str, str]],
-                 timeout: float = 60) -> Server:
-    """``python -m aiges`` (the checkout's) for ``wrapper_dir`` in ``tmp/name``; its plugins are adopted."""
+                 timeout: float = 60, env: dict[str, str] | None = None) -> Server:
+    """``python -m aiges`` (the checkout's) for ``wrapper_dir`` in ``tmp/name``, with ``env`` added to
+    its environment; its plugins are adopted."""
     work = tmp / name
     work.mkdir()
     cfg = work / "aiges.toml"
     cfg.write_text(loader_config(wrapper_dir, work / "logs", overrides))
     log = work / "loader.out"
-    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    full = dict(os.environ, **(env or {}))
+    full["PYTHONPATH"] = str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")
     p = procs.start([sys.executable, "-m", "aiges", "-m", "0", "-c", str(cfg), "-s", "svcName"], log, cwd=work,
-                    env=env)
+                    env=full)
     m = wait_serving(p, log, timeout)
     if m is None:
         if p.poll() is not None:

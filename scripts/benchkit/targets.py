@@ -3,10 +3,13 @@ from __future__ import annotations
 
 import statistics
 
+from .common import LOADGEN
 from .loadgen.closed import Run
+from .loadgen.idle import IdleRun
 from .loadgen.stream import StreamRun
 
-TARGETS = {"rps_c32": 2500.0, "p50_c1_ms": 2.0, "ratio": 0.55, "frames_per_s": 3000.0}
+TARGETS = {"rps_c32": 2500.0, "p50_c1_ms": 2.0, "ratio": 0.55, "frames_per_s": 7500.0, "cpu_ms_per_frame": 0.20,
+           "realtime_sessions": 200}
 Check = tuple[str, str, bool]  # (target, measured value, met)
 
 
@@ -33,9 +36,25 @@ def open_checks(errors: int) -> list[Check]:
 
 
 def stream_checks(sessions: int, sr: StreamRun) -> list[Check]:
+    cpu = sum(v for k, v in sr.cpu_ms_per_frame.items() if k != LOADGEN)
     return [(f"stream >= {TARGETS['frames_per_s']:.0f} frames/s ({sessions} sessions)",
              f"{sr.frames_per_s:.0f} frames/s", sr.frames_per_s >= TARGETS["frames_per_s"]),
+            (f"stream <= {TARGETS['cpu_ms_per_frame']:g} CPU-ms per frame (loader + plugins)", f"{cpu:.3f}",
+             cpu <= TARGETS["cpu_ms_per_frame"]),
             ("no errors in the stream run", str(sr.errors), sr.errors == 0)]
+
+
+def realtime_checks(best: int) -> list[Check]:
+    return [(f"real-time sessions at p99 <= 50 ms >= {TARGETS['realtime_sessions']}", str(best),
+             best >= TARGETS["realtime_sessions"])]
+
+
+def idle_checks(r: IdleRun) -> list[Check]:
+    ended = min(r.timeout_frames, r.closed, r.destroyed)
+    return [(f"{r.sessions} idle sessions open, no error", f"{r.opened} open, {r.open_errors} errors",
+             r.opened == r.sessions and r.open_errors == 0),
+            ("sessionTimeout ends and destroys every one", f"{ended} of {r.opened}",
+             ended == r.opened and r.active_after == 0)]
 
 
 def verdict(ok: bool) -> str:

@@ -1,15 +1,18 @@
-"""The loader's links to one plugin worker: the lane for once requests, gRPC for the rest.
+"""The loader's links to one plugin worker: the lane for once requests and sessions, gRPC for the rest.
 
 ``WorkerLinks`` is the part of a :class:`~aiges.loader.workers.process.Worker` that carries calls:
-the gRPC channel (``wrapperCreate``/``Destroy``, session write streams, the ``communicate`` stream
-of session results routed by tag), the lane (:mod:`aiges.loader.workers.lane`) for once requests,
-what is in flight on them, and how a transport failure becomes an aiges error (a worker that died
-under a call is 503, not a bare gRPC status).  The process itself (spawn, handshake, liveness,
-stop) is :mod:`~aiges.loader.workers.process`; choosing a worker is :mod:`~aiges.loader.workers.pool`.
+the lane (:mod:`aiges.loader.workers.lane`) for once requests and sessions (create, frames,
+results, destroy), the gRPC channel (init, schema, health, and every call when there is no lane:
+``[aiges] lane = false`` or a plugin without one -- then sessions use ``wrapperCreate``/``Destroy``,
+a write stream per session and the ``communicate`` stream of results routed by tag), what is in
+flight on them, and how a transport failure becomes an aiges error (a worker that died under a call
+is 503, not a bare gRPC status).  The process itself (spawn, handshake, liveness, stop) is
+:mod:`~aiges.loader.workers.process`; choosing a worker is :mod:`~aiges.loader.workers.pool`.
 """
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import os
 import time
@@ -30,16 +33,53 @@ CHANNEL_OPTIONS = [("grpc.max_receive_message_length", 256 * 1024 * 1024),
                    ("grpc.max_send_message_length", 256 * 1024 * 1024)]
 
 
+ACK_EVERY = 16  # a lane write asks for an ACKED every this many frames ...
+ACK_BYTES = 1 << 20  # ... or bytes
+MAX_UNACKED = 64  # a session's next frame waits while more frames than this ...
+MAX_UNACKED_BYTES = 4 << 20  # ... or bytes are written but not known to have returned
+
+
 class SessionLink:
-    """The loader side of one streaming session: results for its tag arrive on ``results``."""
+    """The loader side of one streaming session: its results arrive on ``results`` (a serialised
+    ``aiges.Response`` from the lane, a ``pb.Response`` from gRPC, or the error that ends it)."""
 
     def __init__(self, worker: WorkerLinks, tag: str) -> None:
         self.worker = worker
         self.tag = tag
         self.handle = ""
+        self.results: asyncio.Queue[bytes | pb.Response | errors.AigesError] = asyncio.Queue()
+        # on the lane
+        self.lane: LaneClient | None = None
+        self.number = 0  # the session's number on its lane
+        self.sent = self.sent_bytes = 0  # frames written, and their bytes
+        self.done = self.done_bytes = 0  # ... of which known to have returned (acknowledged)
+        self.marks: collections.deque[tuple[int, int]] = collections.deque()  # (sent, bytes) at each ack asked
+        self.mark = (0, 0)
+        self.waiter: asyncio.Future[None] | None = None
+        self.error: errors.AigesError | None = None
+        # on gRPC
         self.writer: Any = None  # the wrapperWriteStream call, opened by the first frame
         self.acks: asyncio.Task[None] | None = None  # reads the write stream's (failure-only) answers
-        self.results: asyncio.Queue[pb.Response | errors.AigesError] = asyncio.Queue()
+
+    def acked(self) -> None:
+        """An ACKED arrived: the frames up to its mark have returned."""
+        if self.marks:
+            self.done, self.done_bytes = self.marks.popleft()
+        self._wake()
+
+    def lost(self, err: errors.AigesError) -> None:
+        self.error = err
+        self.results.put_nowait(err)
+        self._wake()
+
+    def _wake(self) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+    @property
+    def behind(self) -> bool:
+        """Too much written that the wrapper has not taken yet: the next frame waits."""
+        return self.sent - self.done > MAX_UNACKED or self.sent_bytes - self.done_bytes > MAX_UNACKED_BYTES
 
 
 class WorkerLinks:
@@ -121,7 +161,7 @@ class WorkerLinks:
         for call in list(self.inflight):
             call.cancel()
         for link in list(self.sessions.values()):
-            link.results.put_nowait(err)
+            link.lost(err)
         self.sessions.clear()
 
 
@@ -174,6 +214,57 @@ class WorkerLinks:
                                             retry_after=1)
         return errors.InternalError(f"plugin call {method} failed: {code.name}: {e.details()}")
 
+
+    # ---- sessions: on the lane when there is one, else over gRPC
+    async def create_session(self, link: SessionLink, params: dict[str, str], sid: str,
+                             timeout: float) -> pb.Handle:
+        request = pb.CreateRequest(params=params, sid=sid, tag=sid)
+        lane = self.lane
+        if lane is None:
+            h: pb.Handle = await self.call("wrapperCreate", request, timeout)
+            return h
+        if not self.ready:
+            raise errors.WorkerUnavailable(f"plugin worker {self.name} is not ready", retry_after=1)
+        link.lane = lane
+        return await lane.create(link, request, timeout)
+
+    async def write_session(self, link: SessionLink, msg: pb.WriteMessage, timeout: float) -> None:
+        """One frame of a session, in order.  On the lane it is not answered: a failed frame comes
+        back on ``link.results`` (after the results of earlier frames) and ends the session there.
+        Every ACK_EVERY frames (or ACK_BYTES) one asks for an acknowledgement, and a frame waits
+        while the wrapper is more than MAX_UNACKED frames (or MAX_UNACKED_BYTES) behind: a wrapper
+        that does not keep up slows its client instead of filling the plugin's memory."""
+        lane = link.lane
+        if lane is None:
+            await self.write_frame(link, msg, timeout)
+            return
+        while link.behind and link.error is None and lane.connected:
+            link.waiter = lane.loop.create_future()
+            await link.waiter
+        if link.error is not None:
+            raise link.error
+        data = msg.SerializeToString()
+        link.sent += 1
+        link.sent_bytes += len(data)
+        ack = link.sent - link.mark[0] >= ACK_EVERY or link.sent_bytes - link.mark[1] >= ACK_BYTES
+        if ack:
+            link.mark = (link.sent, link.sent_bytes)
+            link.marks.append(link.mark)
+        lane.write(link, data, ack)
+
+    async def destroy_session(self, link: SessionLink, timeout: float) -> pb.Ret | None:
+        """``wrapperDestroy``; None when the worker that held the session is gone (nothing holds it)."""
+        lane = link.lane
+        if lane is None:
+            self.close_writer(link)
+            if not self.ready:
+                return None
+            ret: pb.Ret = await self.call("wrapperDestroy", pb.Handle(handle=link.handle), timeout)
+            return ret
+        if lane is not self.lane or not lane.connected:
+            lane.sessions.pop(link.number, None)
+            return None
+        return await lane.destroy(link, timeout)
 
     async def write_frame(self, link: SessionLink, msg: pb.WriteMessage, timeout: float) -> None:
         """One frame on the session's write stream (opened on first use, lives as long as the session).

@@ -201,7 +201,7 @@ class WorkerPool:
         link = SessionLink(worker, sid)
         worker.sessions[sid] = link
         try:
-            h: pb.Handle = await worker.call("wrapperCreate", pb.CreateRequest(params=params, sid=sid, tag=sid), timeout)
+            h = await worker.create_session(link, params, sid, timeout)
         except BaseException:
             worker.sessions.pop(sid, None)
             raise
@@ -220,7 +220,7 @@ class WorkerPool:
         try:
             # the stream's deadline bounds the whole session; [ws] sessionTimeout ends it sooner.
             # A failed frame is reported on link.results (see Worker.write_frame).
-            await link.worker.write_frame(link, msg, timeout + self.settings.ws_session_timeout)
+            await link.worker.write_session(link, msg, timeout + self.settings.ws_session_timeout)
         finally:
             self.inflight -= 1
 
@@ -228,14 +228,13 @@ class WorkerPool:
         """wrapperDestroy, best effort: the worker may already be gone (then nothing holds it)."""
         worker = link.worker
         worker.sessions.pop(link.tag, None)
-        worker.close_writer(link)
-        if not link.handle or not worker.ready:
+        if not link.handle:
             return
         try:
             # the plugin finishes a destroy it was asked for even past this deadline (it waits for
             # the session's running write first), so this only bounds how long the handler waits
-            ret: pb.Ret = await worker.call("wrapperDestroy", pb.Handle(handle=link.handle), DESTROY_TIMEOUT)
-            if ret.ret:
+            ret = await worker.destroy_session(link, DESTROY_TIMEOUT)
+            if ret is not None and ret.ret:
                 logger.warning("wrapperDestroy(%s) returned %d: %s", link.handle, ret.ret, ret.msg)
         except errors.AigesError as e:
             logger.warning("wrapperDestroy(%s) failed: %s", link.handle, e)

@@ -6,8 +6,9 @@ Per frame it pushes "result" (text JSON about the frame) and, for frames whose t
 "img:", also "thumb" (an image result: the bytes after the prefix), to check types survive.
 ctrl param: "create_fail" → wrapperCreate error 77; "create_slow" → wrapperCreate takes 1.5 s;
 "async" → results are pushed from a worker thread after a short delay.
-Frames: "fail" → wrapperWrite returns 55; "sleep:S" → wrapperWrite sleeps S seconds first;
-"final-first" → one Response whose status-2 item comes before a status-1 item.
+Frames: "fail" → wrapperWrite returns 55; "raise" → wrapperWrite raises; "sleep:S" → wrapperWrite sleeps S seconds first;
+"final-first" → one Response whose status-2 item comes before a status-1 item; "flood:N" → N results
+pushed from a thread, one every millisecond (results keep coming while the client sends more).
 Every wrapperDestroy appends its handle to $STREAM_DESTROY_LOG.
 """
 import json
@@ -106,8 +107,23 @@ class Wrapper(WrapperBase):
         for node in req.list:
             if node.data == b"fail":
                 return 55
+            if node.data == b"raise":
+                raise RuntimeError("the model broke on this frame")
             if node.data.startswith(b"sleep:"):
                 time.sleep(float(node.data[6:]))
+            if node.data.startswith(b"flood:"):
+                def flood(n=int(node.data[6:]), tag=sess["tag"]):
+                    for i in range(n):
+                        d = ResponseData()
+                        d.key, d.status = "result", 1
+                        d.setDataType(DataText)
+                        d.setData(json.dumps({"flood": i}).encode())
+                        res = Response()
+                        res.list = [d]
+                        callback(res, tag, sid)
+                        time.sleep(0.001)
+                threading.Thread(target=flood, daemon=True).start()
+                continue
             if node.data == b"final-first":
                 last, more = ResponseData(), ResponseData()
                 last.key, last.status = "result", 2
