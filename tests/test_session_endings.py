@@ -230,3 +230,27 @@ def test_loader_memory_returns_after_worker_crashes_with_many_sessions(tmp_path:
         assert max(after) < normal + 15, (normal, after)
     finally:
         loader.stop()
+
+
+def test_sigterm_as_the_only_session_ends_exits_0_at_once(tmp_path: Path) -> None:
+    """SIGTERM just as the only open session ends (its client closes; or it got its final result):
+    the drain has nothing left to wait for or to end, the session is destroyed, exit 0 at once."""
+    loader, log = loader_with_log(tmp_path, aiges="grace = 5", ws="readTimeout = 30")
+
+    async def go() -> float:
+        async with aiohttp.ClientSession() as s:
+            ws = await s.ws_connect(loader.url.replace("http", "ws") + "/v1/svcName")
+            await ws.send_str(frame(b"a", 0, {}))
+            await ws.receive_str()  # ack
+            await ws.receive_str()  # result
+            await ws.close()
+            t0 = time.monotonic()
+            loader.proc.send_signal(signal.SIGTERM)
+            return t0
+
+    try:
+        t0 = asyncio.run(go())
+        assert loader.proc.wait(15) == 0 and time.monotonic() - t0 < 3, loader.stderr()[-2000:]
+        assert destroyed(log) == ["cb-1"]
+    finally:
+        loader.stop()

@@ -311,9 +311,10 @@ class Session:
             except errors.AigesError as e:  # e.g. a binary frame
                 await self.fail(e)
                 return
-            if text is None:  # the client went away
+            if text is None:  # the client went away: the session is over (a drain waits no longer for it)
                 if not self.done.is_set():
                     self.outcome = "client_closed"
+                    self.done.set()
                 return
             try:
                 await self.handle_frame(text)
@@ -400,6 +401,8 @@ async def drain_sessions(app: web.Application, grace: float) -> None:
         f"server shutting down: the session did not end within the grace period of {grace:g}s",
         errors.SHUTTING_DOWN)) for s in open_sessions if not s.done.is_set()))
     endings = [asyncio.ensure_future(s.ended.wait()) for s in open_sessions]
+    if not endings:
+        return
     _, pending = await asyncio.wait(endings, timeout=ENDING_BOUND)
     for w in pending:
         w.cancel()
