@@ -42,6 +42,7 @@ from aiges.wire.pb import aiges_inner_pb2 as pb
 logger = logging.getLogger("aiges.plugin.c")
 DEFAULT_LIB = "libwrapper.so"
 TRAIL_INTERVAL = 0.05  # upstream's re-read period after the last frame
+HINT_MARGIN = 0.1  # seconds: the plugin's no-callback answer leaves this much before the deadline
 ASYNC_WAIT = 60.0  # a once request without deadline (an upstream host) waits this long for its callback
 _KEEP: list[Any] = []  # callbacks handed to a library: alive for the process (libraries are never unloaded)
 _FINAL = (2, 3)
@@ -326,7 +327,9 @@ class CHost:
             code = lib.wrapperExecAsync(slot, block.params, block.data, self._cb)
             if code:
                 return pb.Response(tag=tag, ret=code, msg=self.error_text(code))
-            wait = ASYNC_WAIT if deadline is None else max(0.0, deadline - time.monotonic())
+            # answer a little before the loader's own timer fires, so the client reads the hint
+            # below rather than the loader's bare "no result within the deadline"
+            wait = ASYNC_WAIT if deadline is None else max(0.0, deadline - time.monotonic() - HINT_MARGIN)
             if not waiter.event.wait(wait):
                 return pb.Response(tag=tag, ret=errors.DEADLINE, msg=(
                     f"wrapperExecAsync returned 0 but did not call back within {wait:.3g}s; set [aiges] "
