@@ -52,7 +52,7 @@ class SessionLink:
         self.lane: LaneClient | None = None
         self.number = 0  # the session's number on its lane
         self.sent = self.sent_bytes = 0  # frames written, and their bytes
-        self.done = self.done_bytes = 0  # ... of which known to have returned (acknowledged)
+        self.taken = self.taken_bytes = 0  # ... of which the wrapper is known to have taken (acknowledged)
         self.marks: collections.deque[tuple[int, int]] = collections.deque()  # (sent, bytes) at each ack asked
         self.mark = (0, 0)
         self.waiter: asyncio.Future[None] | None = None
@@ -64,7 +64,7 @@ class SessionLink:
     def acked(self) -> None:
         """An ACKED arrived: the frames up to its mark have returned."""
         if self.marks:
-            self.done, self.done_bytes = self.marks.popleft()
+            self.taken, self.taken_bytes = self.marks.popleft()
         self._wake()
 
     def lost(self, err: errors.AigesError) -> None:
@@ -79,7 +79,7 @@ class SessionLink:
     @property
     def behind(self) -> bool:
         """Too much written that the wrapper has not taken yet: the next frame waits."""
-        return self.sent - self.done > MAX_UNACKED or self.sent_bytes - self.done_bytes > MAX_UNACKED_BYTES
+        return self.sent - self.taken > MAX_UNACKED or self.sent_bytes - self.taken_bytes > MAX_UNACKED_BYTES
 
 
 class WorkerLinks:
