@@ -16,12 +16,12 @@ from typing import Any
 if sys.version_info >= (3, 11):
     import tomllib
 
-    def _load_toml(text: str) -> dict[str, Any]:
+    def load_toml(text: str) -> dict[str, Any]:
         return tomllib.loads(text)
 else:  # pragma: no cover - Python 3.10
     import toml
 
-    def _load_toml(text: str) -> dict[str, Any]:
+    def load_toml(text: str) -> dict[str, Any]:
         return toml.loads(text)
 
 UPSTREAM_PLUGIN_CMD = "/usr/bin/env python -m aiges.serve"
@@ -294,7 +294,7 @@ def parse(text: str, path: str = "aiges.toml", svc_name: str = "svcName",
           env: Mapping[str, str] | None = None, wrapper_dir_flag: str | None = None) -> Settings:
     env = env or {}
     try:
-        doc = _load_toml(text)
+        doc = load_toml(text)
     except Exception as e:  # tomllib.TOMLDecodeError / toml.TomlDecodeError
         raise ConfigError(f"{path} is not valid TOML: {e}") from None
     aiges = _section(doc, "aiges")

@@ -7,18 +7,8 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import Any
 
-if sys.version_info >= (3, 11):
-    import tomllib as _toml
-
-    def _loads(text: str) -> dict[str, Any]:
-        return _toml.loads(text)
-else:  # pragma: no cover - Python 3.10
-    import toml as _toml
-
-    def _loads(text: str) -> dict[str, Any]:
-        return _toml.loads(text)
+from aiges.config import load_toml
 
 
 def _split_key(dotted: str) -> tuple[str, str]:
@@ -31,7 +21,7 @@ def _split_key(dotted: str) -> tuple[str, str]:
 def _toml_value(text: str) -> str:
     """VALUE as TOML: a number, boolean, quoted string or list stays as typed; anything else is quoted."""
     try:
-        _loads(f"v = {text}")
+        load_toml(f"v = {text}")
         return text
     except Exception:  # noqa: BLE001 - not a TOML literal: it is a plain string
         return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
@@ -80,7 +70,7 @@ def config_cmd(args: argparse.Namespace) -> int:
         return 1
     text = Path(path).read_text(encoding="utf-8")
     if args.action == "get":
-        table = _loads(text).get(section, {})
+        table = load_toml(text).get(section, {})
         if not isinstance(table, dict) or key not in table:
             sys.stderr.write(f"aiges config: [{section}] {key} is not set in {path}\n")
             return 1
@@ -93,6 +83,6 @@ def config_cmd(args: argparse.Namespace) -> int:
         sys.stderr.write(f"aiges config: not written, the result would be invalid: {e}\n")
         return 1
     Path(path).write_text(new, encoding="utf-8")
-    print(f"[{section}] {key} = {_loads(new)[section][key]!r} in {path}")
+    print(f"[{section}] {key} = {load_toml(new)[section][key]!r} in {path}")
     return 0
 
