@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.utils import ROOT, WRAPPERS, alive, once_body, start_loader, wait_until
+from tests.utils import ROOT, WRAPPERS, alive, once_body, sigkill, start_loader, wait_until
 
 CONNECTIONS = 16
 LIVENESS = 3  # missed health checks before a worker is killed (README: livenessInterval)
@@ -368,10 +368,7 @@ def test_frozen_worker_under_load_is_restarted(tmp_path: Path) -> None:
         assert set(answers) <= {"200", "503/12503", "504/10102"}, text
         assert max(r.took for r in load.results) < deadline + 1.0, text
     finally:
-        try:
-            os.kill(plugin, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        sigkill(plugin)
         loader.stop()
 
 

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from tests.test_faults import Load, show
-from tests.utils import ROOT, WRAPPERS, alive, once_body, start_loader, wait_until
+from tests.utils import ROOT, WRAPPERS, alive, once_body, sigkill, start_loader, wait_until
 
 HI = base64.b64encode(b"hi").decode()
 
@@ -61,10 +61,7 @@ def test_a_frozen_worker_is_unready_at_once_and_killed_at_the_third_missed_check
         assert metric(text, "aiges_worker_health_misses_total") >= 3
         assert metric(text, "aiges_worker_restarts_total") == 1
     finally:
-        try:
-            os.kill(plugin, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        sigkill(plugin)
         loader.stop()
 
 
@@ -100,8 +97,5 @@ def test_sigstop_under_load_answers_stay_fast_and_ready_tells(tmp_path: Path) ->
         assert set(load.counts()) <= {"200", "503/12503"}, text
         assert max(r.took for r in load.results) < 4 * interval + 1.5, text
     finally:
-        try:
-            os.kill(plugin, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        sigkill(plugin)
         loader.stop()

@@ -21,6 +21,7 @@ from tests.utils import (
     child_pids,
     http,
     once_body,
+    sigkill,
     start_loader,
     wait_until,
     write_config,
@@ -258,10 +259,7 @@ def test_frozen_worker_is_detected_and_restarted(tmp_path: Path) -> None:
         assert wait_until(lambda: loader.get("/ready")[0] == 200, 20)
         assert loader.post("/v1/svcName", body())[0] == 200
     finally:
-        try:
-            os.kill(plugin, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        sigkill(plugin)
         loader.stop()
 
 

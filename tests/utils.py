@@ -116,6 +116,14 @@ def child_pids(pid: int) -> list[int]:
     return out
 
 
+def sigkill(pid: int) -> None:
+    """SIGKILL ``pid`` if it still exists (a frozen worker the test stopped, in its cleanup)."""
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
 def alive(pid: int) -> bool:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
