@@ -126,14 +126,19 @@ class SessionRunner:
             s.running = True
         self.executor.submit(self._drain, s)
 
+    @staticmethod
+    def _call(fn: Callable[..., Any], args: tuple[Any, ...], done: Done | None) -> None:
+        """One wrapper call; its result, or the failure it raised, goes to ``done``."""
+        try:
+            result = fn(*args)
+        except BaseException as e:  # noqa: BLE001 - every call gets its answer
+            result = _failed(fn, e)
+        if done is not None:
+            done(result)
+
     def _run_alone(self, fn: Callable[..., Any], args: tuple[Any, ...], done: Done | None) -> None:
         try:
-            try:
-                result = fn(*args)
-            except BaseException as e:  # noqa: BLE001 - every call gets its answer
-                result = _failed(fn, e)
-            if done is not None:
-                done(result)
+            self._call(fn, args, done)
         finally:
             with self._lock:
                 self._busy -= 1
@@ -147,12 +152,7 @@ class SessionRunner:
                     return
                 fn, args, done = s.calls.popleft()
             try:
-                try:
-                    result = fn(*args)
-                except BaseException as e:  # noqa: BLE001 - every call gets its answer
-                    result = _failed(fn, e)
-                if done is not None:
-                    done(result)
+                self._call(fn, args, done)
             except BaseException:  # noqa: BLE001 - a failing callback must not stop the session's queue
                 logger.exception("session %s: a call's answer could not be delivered", s.handle)
             finally:
